@@ -1,0 +1,183 @@
+"""The `tinylm` command: a table of subcommands -> functions, with lazy imports so that
+`tinylm --help` answers at once. A `TinyLMError` prints as one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tinylm.errors import TinyLMError
+
+
+# --------------------------------------------------------------------------- info
+
+def cmd_info(args) -> None:
+    from tinylm.train.info import describe
+
+    print(describe(args.target, args.data_dir))
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def cmd_tokenizer_train(args) -> None:
+    from tinylm.data.pack import tokenizer_training_texts
+    from tinylm.tokenizers import train_tokenizer
+
+    texts = tokenizer_training_texts(args.data, args.data_dir, max_chars=args.max_chars)
+    tok = train_tokenizer(args.kind, texts, args.vocab)
+    out = Path(args.out or f"tokenizer-{args.kind}-{tok.vocab_size}-{args.data}.json")
+    tok.save(out)
+    print(f"wrote {out}: {tok.kind}, vocab {tok.vocab_size}, eos {tok.eos_id}, "
+          f"hash {tok.content_hash()[:16]}")
+
+
+def cmd_data_list(args) -> None:
+    from tinylm.data.sources import SOURCES, resolve_data_dir
+
+    try:
+        folder = resolve_data_dir(args.data_dir)
+    except TinyLMError as err:
+        folder = None
+        print(f"({err})")
+    for name, source in sorted(SOURCES.items()):
+        present = folder is not None and all((folder / f).is_file() for f in source.files)
+        print(f"{'+' if present else '-'} {name:18s} {source.description}")
+
+
+# --------------------------------------------------------------------------- train
+
+def cmd_train(args) -> None:
+    from tinylm.train.session import run_training
+
+    run_training(args)
+
+
+# --------------------------------------------------------------------------- generate
+
+def cmd_generate(args) -> None:
+    import tinylm
+
+    model = tinylm.load(args.checkpoint, device=args.device)
+    prompts = _read_prompts(args)
+    settings = dict(max_new_tokens=args.n, temperature=args.temperature, top_k=args.top_k,
+                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if len(prompts) == 1:
+        sys.stdout.write(prompts[0])
+        model.generate(prompts[0], stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
+                       **settings)
+        sys.stdout.write("\n")
+        return
+    for prompt, text in zip(prompts, model.generate_batch(prompts, **settings)):
+        print(f"{prompt}{text}\n---")
+
+
+def _read_prompts(args) -> list[str]:
+    if args.prompts_file:
+        path = Path(args.prompts_file)
+        if not path.is_file():
+            raise TinyLMError(f"prompts file not found: {path}")
+        try:
+            lines = path.read_bytes().decode("utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise TinyLMError(f"{path}: not valid UTF-8 ({err})") from None
+        prompts = [line for line in lines if line.strip()]
+        if not prompts:
+            raise TinyLMError(f"{path}: no prompts in it")
+        return prompts
+    if args.prompt is None or args.prompt == "":
+        raise TinyLMError("empty prompt: pass --prompt TEXT (or --prompts-file)")
+    try:
+        args.prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TinyLMError("prompt is not valid UTF-8 text") from None
+    return [args.prompt]
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from tinylm import __version__
+
+    parser = argparse.ArgumentParser(prog="tinylm", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"tinylm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="parameter count by part and size on disk")
+    p.add_argument("target", help="a preset name or a checkpoint folder")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("tokenizer", help="tokenizer tools")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    t = tsub.add_parser("train", help="train a tokenizer on a named data set")
+    t.add_argument("--kind", required=True, help="bytes | bpe | unigram")
+    t.add_argument("--vocab", type=int, help="target vocabulary size")
+    t.add_argument("--data", required=True, help="data set name or text file")
+    t.add_argument("--data-dir")
+    t.add_argument("--max-chars", type=int, default=50_000_000)
+    t.add_argument("-o", "--out")
+    t.set_defaults(func=cmd_tokenizer_train)
+
+    p = sub.add_parser("data", help="data set tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("list", help="the named data sets and whether they are present")
+    d.add_argument("--data-dir")
+    d.set_defaults(func=cmd_data_list)
+
+    p = sub.add_parser("train", help="train a model (resumable)")
+    from tinylm.train.session import add_train_arguments
+    add_train_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("generate", help="generate text from a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompt")
+    p.add_argument("--prompts-file", help="one prompt per line: batched generation")
+    p.add_argument("-n", type=int, default=200, help="new tokens")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_generate)
+
+    for register in _EXTENSIONS:
+        register(sub)
+    return parser
+
+
+# Subcommands that live beside their feature (eval, merge, soup, export, run) register here.
+_EXTENSIONS: list = []
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for module in ("tinylm.eval.cli", "tinylm.merge.cli", "tinylm.export.cli",
+                   "tinylm.pipeline.cli"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name and module.startswith(err.name):
+                continue  # that feature is not installed in this build
+            raise
+        _EXTENSIONS.append(mod.register)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _load_extensions()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except TinyLMError as err:
+        print(f"tinylm: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tinylm: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0

@@ -1,0 +1,1 @@
+"""Data: named corpora (`sources`), packed token files (`pack`), deterministic batches (`sampler`)."""

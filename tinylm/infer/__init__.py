@@ -1,0 +1,1 @@
+"""Inference: the sampler (sampling.py) and the KV-cached generation engine (generate.py)."""

@@ -1,0 +1,167 @@
+"""Generation with a pre-allocated KV cache, for one prompt or many.
+
+The engine works on token ids. Prompts of equal length are prefilled together and decoded in
+one batch; prompts of different lengths go in separate batches (exact, with no padding or
+masks to get wrong). When a sequence reaches the model's context, the cache is rebuilt from the
+last half-context of tokens and decoding goes on: a fixed, documented rule that the exported
+single-file script follows too, so both give the same text for the same seed.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tinylm.errors import TinyLMError
+from tinylm.infer.sampling import SamplingConfig, sample_next
+
+
+@torch.inference_mode()
+def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
+                 seed: int | None = None, eos_id: int | None = None,
+                 on_token: Callable[[int, int], None] | None = None) -> list[list[int]]:
+    """Continue each prompt (a list of ids) by up to max_new_tokens ids; returns the new ids.
+
+    Stops a row at `eos_id` (not included). `on_token(row, id)` streams tokens as they come.
+    """
+    if max_new_tokens < 0:
+        raise TinyLMError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    for p in prompts:
+        if not p:
+            raise TinyLMError("empty prompt: give at least one token of text")
+    generator = torch.Generator(device=_device(model))
+    generator.manual_seed(0 if seed is None else seed)
+    by_length: dict[int, list[int]] = defaultdict(list)
+    for row, p in enumerate(prompts):
+        by_length[len(p)].append(row)
+    results: list[list[int]] = [[] for _ in prompts]
+    for rows in by_length.values():
+        outs = _generate_batch(model, [prompts[r] for r in rows], max_new_tokens, sampling,
+                               generator, eos_id,
+                               None if on_token is None else
+                               (lambda i, t, rows=rows: on_token(rows[i], t)))
+        for r, out in zip(rows, outs):
+            results[r] = out
+    return results
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id, on_token):
+    device = _device(model)
+    context = model.config.context_len
+    vocab = model.config.vocab_size
+    batch = len(prompts)
+    history = torch.tensor(prompts, device=device)  # (B, T): every id so far, for penalties
+    seen = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
+    seen.scatter_(1, history, True)
+    window = history[:, -(context - 1):] if history.shape[1] >= context else history
+    cache = model.new_cache(batch, context)
+    logits = model(window, cache, 0)[:, -1]
+    pos = window.shape[1]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(max_new_tokens):
+        next_ids = sample_next(logits, sampling, seen, generator)  # (B,)
+        for i, token in enumerate(next_ids.tolist()):
+            if finished[i]:
+                continue
+            if eos_id is not None and token == eos_id:
+                finished[i] = True
+                continue
+            outputs[i].append(token)
+            if on_token:
+                on_token(i, token)
+        if bool(finished.all()):
+            break
+        seen[torch.arange(batch, device=device), next_ids] = True
+        history = torch.cat([history, next_ids[:, None]], dim=1)
+        if pos == context:  # the context is full: keep the newest half and rebuild the cache
+            keep = history[:, -(context // 2):]
+            cache = model.new_cache(batch, context)
+            logits = model(keep, cache, 0)[:, -1]
+            pos = keep.shape[1]
+        else:
+            logits = model(next_ids[:, None], cache, pos)[:, -1]
+            pos += 1
+    return outputs
+
+
+class LoadedModel:
+    """A checkpoint made usable: model + tokenizer + metadata, with text in and text out."""
+
+    def __init__(self, model, tokenizer, meta: dict, path: Path | None = None):
+        self.model, self.tokenizer, self.meta, self.path = model, tokenizer, meta, path
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu") -> "LoadedModel":
+        from tinylm.train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        return cls(ckpt.build_model(device), ckpt.tokenizer, ckpt.meta, Path(path))
+
+    def encode_prompt(self, prompt: str | bytes) -> list[int]:
+        if isinstance(prompt, bytes):
+            try:
+                prompt.decode("utf-8")
+            except UnicodeDecodeError:
+                if self.tokenizer.kind == "unigram":
+                    raise TinyLMError("prompt is not valid UTF-8 text") from None
+        ids = self.tokenizer.encode(prompt)
+        if not ids:
+            raise TinyLMError("empty prompt: give at least one character of text")
+        return ids
+
+    def generate(self, prompt: str, max_new_tokens: int = 100, temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
+                 seed: int | None = 0, stream: Callable[[str], None] | None = None) -> str:
+        return self.generate_batch([prompt], max_new_tokens, temperature, top_k, top_p,
+                                   repetition_penalty, seed, stream)[0]
+
+    def generate_batch(self, prompts: list[str], max_new_tokens: int = 100,
+                       temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0,
+                       repetition_penalty: float = 1.0, seed: int | None = 0,
+                       stream: Callable[[str], None] | None = None) -> list[str]:
+        sampling = SamplingConfig(temperature, top_k, top_p, repetition_penalty)
+        encoded = [self.encode_prompt(p) for p in prompts]
+        on_token = None
+        if stream is not None and len(prompts) == 1:
+            decoder = _StreamDecoder(self.tokenizer, stream)
+            on_token = lambda row, token: decoder.push(token)  # noqa: E731
+        new = generate_ids(self.model, encoded, max_new_tokens, sampling, seed,
+                           self.tokenizer.eos_id, on_token)
+        if on_token is not None:
+            decoder.flush()
+        return [self.tokenizer.decode(ids) for ids in new]
+
+
+class _StreamDecoder:
+    """Prints tokens as they come without splitting a UTF-8 character across two writes."""
+
+    def __init__(self, tokenizer, write):
+        self.tokenizer, self.write, self.pending = tokenizer, write, b""
+
+    def push(self, token: int) -> None:
+        self.pending += self.tokenizer.decode_bytes([token])
+        try:
+            text = self.pending.decode("utf-8")
+        except UnicodeDecodeError as err:
+            if err.reason == "unexpected end of data" and len(self.pending) - err.start < 4:
+                text = self.pending[:err.start].decode("utf-8", errors="replace")
+                self.pending = self.pending[err.start:]
+                if text:
+                    self.write(text)
+                return
+            text = self.pending.decode("utf-8", errors="replace")
+        self.pending = b""
+        self.write(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write(self.pending.decode("utf-8", errors="replace"))
+            self.pending = b""

@@ -1,0 +1,1 @@
+"""Training: schedules, optimizers, atomic checkpoints and the loop."""
