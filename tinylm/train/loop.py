@@ -182,10 +182,14 @@ def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: 
     if seq_len > model.config.context_len:
         raise TinyLMError(f"seq_len {seq_len} exceeds the model's context {model.config.context_len}")
     log = print if is_main else (lambda *a, **k: None)
-    train_tokens = load_or_build(spec.data, "train", tokenizer, spec.data_dir,
-                                 val_permille=config.val_permille, log=log).tokens
-    val_tokens = load_or_build(spec.data, "val", tokenizer, spec.data_dir,
-                               val_permille=config.val_permille, log=log).tokens
+    packed = {}
+    for turn in ("main", "others"):  # rank 0 builds the token caches, the others then read them
+        if (turn == "main") == is_main:
+            for split in ("train", "val"):
+                packed[split] = load_or_build(spec.data, split, tokenizer, spec.data_dir,
+                                              val_permille=config.val_permille, log=log).tokens
+        distributed.barrier()
+    train_tokens, val_tokens = packed["train"], packed["val"]
 
     model.to(device)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay,
@@ -212,7 +216,6 @@ def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: 
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
         else contextlib.nullcontext
     metrics = MetricsLog(out_dir / "metrics.jsonl", start_step if resume else None, is_main)
-    micro_batch = config.batch_size // (world * config.grad_accum)
     tokens_per_step = config.batch_size * seq_len
 
     bar = None
@@ -268,7 +271,9 @@ def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: 
 
         is_last = done == config.steps
         if (config.eval_every and done % config.eval_every == 0) or is_last:
-            val_loss = validation_loss(model, val_tokens, seq_len, micro_batch,
+            # every rank scores the same fixed set, sized independently of the process count
+            val_loss = validation_loss(model, val_tokens, seq_len,
+                                       config.batch_size // config.grad_accum,
                                        config.eval_batches, device, autocast)
             metrics.write({"step": done, "val_loss": val_loss, "tokens": tokens_seen})
             message = f"step {done}: train loss {loss_value:.4f}  val loss {val_loss:.4f}"

@@ -74,31 +74,40 @@ def run_training(args) -> Path:
 
 def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, config_file=None,
             tokenizer_path=None, progress=True, on_checkpoint=None) -> Path:
+    from tinylm.train import distributed
+
     preset = load_preset(preset_name)
     config = build_train_config(preset, config_file, flags)
+    rank, _ = distributed.setup()
+    if rank == 0:  # one process prepares the run folder; the others wait, then read it
+        prepare_run_folder(preset, preset_name, data, data_dir, out, config, tokenizer_path)
+    distributed.barrier()
+    return resume_run(out, {}, None, progress, on_checkpoint, fresh=True)
+
+
+def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out: Path,
+                       config: TrainConfig, tokenizer_path=None) -> None:
     if (out / RUN_FILE).exists():
         raise TinyLMError(f"{out} already holds a run; pass --resume to continue it or choose "
                           f"another --out")
     from tinylm.data.sources import resolve_dataset
+    from tinylm.models import build_model
 
     resolve_dataset(data, data_dir)  # fail fast, before training a tokenizer
     tokenizer = prepare_tokenizer(preset, data, data_dir, tokenizer_path, config.val_permille)
     model_config = {**preset["model"], "vocab_size": tokenizer.vocab_size}
     spec = RunSpec(preset["family"], model_config, data, str(data_dir) if data_dir else None,
                    preset_name)
-    from tinylm.models import build_model
-
     build_model(spec.family, spec.model_config)  # validate the shape before writing anything
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out / "tokenizer.json")
     write_text_atomic(out / RUN_FILE, json.dumps({"spec": asdict(spec),
                                                   "train": asdict(config)}, indent=1))
-    return train(spec, config, tokenizer, out, resume=False, on_checkpoint=on_checkpoint,
-                 progress=progress)
 
 
 def resume_run(out: Path, flags: dict, config_file=None, progress=True,
-               on_checkpoint=None) -> Path:
+               on_checkpoint=None, fresh: bool = False) -> Path:
+    """Continue the run in `out` (or, with fresh=True, start the run just prepared there)."""
     from tinylm.tokenizers import load_tokenizer
 
     run_file = out / RUN_FILE
@@ -114,9 +123,11 @@ def resume_run(out: Path, flags: dict, config_file=None, progress=True,
     if changed - {"steps", "device", "threads", "eval_every", "ckpt_every", "log_every",
                   "keep_last", "keep_every"}:
         raise TinyLMError(f"--resume cannot change {sorted(changed)}; start a new run instead")
-    if changed:
+    from tinylm.train import distributed
+
+    if changed and distributed.is_main():
         saved["train"] = asdict(config)
         write_text_atomic(run_file, json.dumps(saved, indent=1))
     tokenizer = load_tokenizer(out / "tokenizer.json")
-    return train(spec, config, tokenizer, out, resume=True, on_checkpoint=on_checkpoint,
+    return train(spec, config, tokenizer, out, resume=not fresh, on_checkpoint=on_checkpoint,
                  progress=progress)
