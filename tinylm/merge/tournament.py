@@ -242,8 +242,11 @@ class Tournament:
 
     def next_generation(self, generation: int) -> bool:
         """Build and score one generation; True if it produced a new best model."""
-        best_before = self.ranked()[0]
-        parents = self.ranked()[: self.config.top_k]
+        # parents come from earlier generations only, so a generation resumed after a kill
+        # draws the same parents as it did before (not its own half-finished merges)
+        earlier = [e for e in self.ranked() if e.generation < generation]
+        best_before = earlier[0]
+        parents = earlier[: self.config.top_k]
         recipes = []
         for a, b in itertools.combinations(parents, 2):  # `a` ranks higher: it is the left
             for t in self.config.t_grid:

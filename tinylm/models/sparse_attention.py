@@ -121,7 +121,7 @@ def _blocked(x: torch.Tensor, bs: int) -> torch.Tensor:
     pad = -length % bs
     if pad:
         x = F.pad(x, (0, 0, 0, pad))
-    return x.view(batch * heads, -1, bs, dim)
+    return x.reshape(batch * heads, -1, bs, dim)
 
 
 def _chunk_size(rows: int, n_blocks: int, dim: int, config: BlockSparseConfig) -> int:
@@ -175,7 +175,7 @@ def _attend(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Tensor,
     # which drops the window overlap and every non-candidate the router had to pad with
     n_blocks, width = k_blocks.shape[1], blocks.shape[-1] * bs
     flat = (blocks + n_blocks * torch.arange(rows, device=q.device)[:, None, None]).view(-1)
-    block_k = k_blocks.view(rows * n_blocks, -1).index_select(0, flat).view(rows, n, width, dim)
+    block_k = k_blocks.reshape(rows * n_blocks, -1).index_select(0, flat).view(rows, n, width, dim)
     block_pos = (blocks[..., None] * bs + torch.arange(bs, device=q.device)).view(rows, n, width)
     block_scores = (q.unsqueeze(2) @ block_k.transpose(2, 3)).squeeze(2)  # (rows, C, k'B)
     block_scores = block_scores.masked_fill(block_pos >= start[:, None], float("-inf"))
@@ -183,8 +183,8 @@ def _attend(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Tensor,
     # window is rows [i, i + w) of it; unfold views the per-query windows (rows, C, w, D)
     first = int(positions[0]) - w + 1
     lo, hi = max(first, 0), int(positions[-1]) + 1
-    win_k = _windows(k_blocks.view(rows, -1, dim)[:, lo:hi], lo - first, w)
-    win_v = _windows(v_blocks.view(rows, -1, dim)[:, lo:hi], lo - first, w)
+    win_k = _windows(k_blocks.reshape(rows, -1, dim)[:, lo:hi], lo - first, w)
+    win_v = _windows(v_blocks.reshape(rows, -1, dim)[:, lo:hi], lo - first, w)
     win_scores = (q.unsqueeze(2) @ win_k.transpose(2, 3)).squeeze(2)  # (rows, C, w)
     win_pos = positions[:, None] - w + 1 + torch.arange(w, device=q.device)  # (C, w)
     win_scores = win_scores.masked_fill(win_pos < 0, float("-inf"))
@@ -193,7 +193,7 @@ def _attend(q: torch.Tensor, k_blocks: torch.Tensor, v_blocks: torch.Tensor,
     probs = scores.float().softmax(-1).to(q.dtype)  # a query always sees itself
     out = (probs[..., None, width:] @ win_v).squeeze(2)  # (rows, C, D)
     if width:
-        block_v = v_blocks.view(rows * n_blocks, -1).index_select(0, flat)
+        block_v = v_blocks.reshape(rows * n_blocks, -1).index_select(0, flat)
         block_v = block_v.view(rows, n, width, dim)
         out = out + (probs[..., None, :width] @ block_v).squeeze(2)
     return out

@@ -1,0 +1,205 @@
+"""The stages of `tinylm run`, in order, each resumable:
+
+    train       tokenizer, token caches, training (killed runs resume exactly); every
+                checkpoint is handed to a background scoring process as soon as it is written,
+                so training never waits for a benchmark
+    score       wait for that scoring, score any checkpoint it missed
+    tournament  SLERP tournament over the scored checkpoints (cached scores are reused)
+    champion    the winner saved as an ordinary checkpoint, plus sample generations
+    card        the model card, from measured data only
+    report      one self-contained HTML page
+
+Progress lives in RUN/pipeline.json (rewritten atomically): a stage listed as done is skipped,
+so a second `tinylm run` redoes nothing, and a killed one continues where it stopped. Scores are
+cached by model hash, so nothing is ever scored twice, across restarts too.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tinylm.errors import TinyLMError
+from tinylm.pipeline.recipe import Recipe
+from tinylm.tokenizers.base import write_text_atomic
+
+STAGES = ("train", "score", "tournament", "champion", "card", "report")
+
+
+class Pipeline:
+    def __init__(self, recipe: Recipe, out: Path | None = None, log=print):
+        self.recipe = recipe
+        self.out = Path(out or recipe.out or Path("runs") / recipe.name)
+        self.log = log
+        self.state_file = self.out / "pipeline.json"
+        self.state = self._load_state()
+
+    # ------------------------------------------------------------------ state
+
+    def _load_state(self) -> dict:
+        if self.state_file.is_file():
+            try:
+                state = json.loads(self.state_file.read_text())
+            except ValueError as err:
+                raise TinyLMError(f"{self.state_file}: corrupt pipeline state ({err})") from None
+            if state.get("recipe") != json.loads(json.dumps(self.recipe.to_dict())):
+                raise TinyLMError(f"{self.out} was started with another recipe; use another "
+                                  f"--out or delete the folder")
+            return state
+        return {"recipe": self.recipe.to_dict(), "done": [], "seconds": {}}
+
+    def _save_state(self) -> None:
+        write_text_atomic(self.state_file, json.dumps(self.state, indent=1))
+
+    def _mark(self, stage: str, seconds: float) -> None:
+        self.state["seconds"][stage] = self.state["seconds"].get(stage, 0.0) + seconds
+        if stage not in self.state["done"]:
+            self.state["done"].append(stage)
+        self._save_state()
+
+    # ------------------------------------------------------------------ running
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.state_file.is_file():
+            self._save_state()
+        self.state.setdefault("hardware", hardware())
+        for stage in STAGES:
+            if stage in self.state["done"]:
+                self.log(f"[{stage}] done already")
+                continue
+            self.log(f"[{stage}]")
+            self.state["running"] = stage
+            self._save_state()
+            if os.environ.get("TINYLM_TEST_STALL_STAGE") == stage:  # lets tests kill here
+                time.sleep(3600)
+            started = time.perf_counter()
+            getattr(self, f"stage_{stage}")()
+            self._mark(stage, time.perf_counter() - started)
+        self.state["running"] = None
+        self._save_state()
+        total = sum(self.state["seconds"].values())
+        self.log(f"finished {self.recipe.name}: {self.out} ({total:.0f}s of work in all)")
+        return self.out
+
+    def scorer(self):
+        from tinylm.merge.scoring import scorer_from_settings
+
+        e = self.recipe.eval
+        return scorer_from_settings(benches=e.bench, limit=e.limit, arc_metric=e.arc_metric,
+                                    shots=e.shots, data_dir=self.recipe.data.data_dir)
+
+    # ------------------------------------------------------------------ stages
+
+    def stage_train(self) -> None:
+        from tinylm.train.session import new_run, resume_run
+
+        scorer, _ = self.scorer()
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as background:
+            def on_checkpoint(path: Path) -> None:
+                background.submit(scorer, path)  # scored while training goes on
+
+            if self.recipe.processes > 1:
+                self._train_distributed()
+            elif (self.out / "run.json").is_file():
+                resume_run(self.out, self.recipe.train_flags, on_checkpoint=on_checkpoint)
+            else:
+                new_run(self.recipe.model.preset, self.recipe.data.name,
+                        self.recipe.data.data_dir, self.out, self.recipe.train_flags,
+                        tokenizer_path=self.recipe.model.tokenizer, on_checkpoint=on_checkpoint)
+
+    def _train_distributed(self) -> None:
+        """More than one process: train under torchrun (DDP; gloo on CPU, nccl on GPU)."""
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={self.recipe.processes}", "-m", "tinylm", "train",
+                "--out", str(self.out)]
+        if (self.out / "run.json").is_file():
+            args.append("--resume")
+        else:
+            args += ["--preset", self.recipe.model.preset, "--data", self.recipe.data.name]
+            if self.recipe.data.data_dir:
+                args += ["--data-dir", self.recipe.data.data_dir]
+            if self.recipe.model.tokenizer:
+                args += ["--tokenizer", self.recipe.model.tokenizer]
+        for key, value in self.recipe.train_flags.items():
+            args += [f"--{key.replace('_', '-')}", str(value)]
+        if subprocess.run(args).returncode != 0:
+            raise TinyLMError("distributed training failed (see its output above)")
+
+    def stage_score(self) -> None:
+        from tinylm.train.checkpoint import list_checkpoints
+
+        scorer, _ = self.scorer()
+        for path in list_checkpoints(self.out / "checkpoints"):
+            metrics = scorer(path)  # a cache hit for everything scored during training
+            self.log(f"  {path.name}: composite {metrics['composite']:.4f}")
+
+    def _tournament(self):
+        from tinylm.merge.tournament import Tournament, TournamentConfig
+
+        t = self.recipe.tournament
+        config = TournamentConfig(top_k=t.top_k, t_grid=tuple(t.t_grid),
+                                  generations=t.generations, workers=t.workers, method=t.method)
+        scorer, settings = self.scorer()
+        return Tournament(self.out, config, scorer, settings, log=self.log)
+
+    def stage_tournament(self) -> None:
+        from tinylm.merge.report import write_report
+
+        tournament = self._tournament()
+        tournament.run()
+        write_report(tournament)
+
+    def stage_champion(self) -> None:
+        import tinylm
+        from tinylm.merge.tournament import save_champion
+
+        path = save_champion(self._tournament(), self.out / "champion")
+        model = tinylm.load(path)
+        s = self.recipe.samples
+        samples = []
+        for prompt in s.prompts:
+            text = model.generate(prompt, s.max_new_tokens, s.temperature, s.top_k, s.top_p,
+                                  s.repetition_penalty, s.seed)
+            samples.append({"prompt": prompt, "completion": text})
+        settings = {k: getattr(s, k) for k in ("max_new_tokens", "temperature", "top_k",
+                                               "top_p", "repetition_penalty", "seed")}
+        write_text_atomic(self.out / "samples.json",
+                          json.dumps({"settings": settings, "samples": samples}, indent=1))
+
+    def stage_card(self) -> None:
+        from tinylm.pipeline.card import write_card
+
+        write_card(self)
+
+    def stage_report(self) -> None:
+        from tinylm.pipeline.report import write_run_report
+
+        path = write_run_report(self)
+        self.log(f"  report: {path}")
+
+
+def hardware() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
