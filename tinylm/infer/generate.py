@@ -53,43 +53,72 @@ def _device(model) -> torch.device:
 
 
 def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id, on_token):
+    """Decode equal-length prompts together; the rows' new ids, each cut at its first eos.
+
+    Per step only what the step needs: sample, store the id, check for eos (when given),
+    stream (when asked), one model step. Tokens go into a preallocated (B, T + new) tensor and
+    become lists once at the end; `seen` is kept only when a repetition penalty reads it.
+    """
     device = _device(model)
     context = model.config.context_len
-    vocab = model.config.vocab_size
-    batch = len(prompts)
-    history = torch.tensor(prompts, device=device)  # (B, T): every id so far, for penalties
-    seen = torch.zeros(batch, vocab, dtype=torch.bool, device=device)
-    seen.scatter_(1, history, True)
-    window = history[:, -(context - 1):] if history.shape[1] >= context else history
+    batch, length = len(prompts), len(prompts[0])
+    history = torch.empty(batch, length + max_new_tokens, dtype=torch.long, device=device)
+    history[:, :length] = torch.tensor(prompts, device=device)  # every id so far
+    seen = None
+    if sampling.repetition_penalty != 1.0:  # the penalty is the only reader of `seen`
+        seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
+        seen.scatter_(1, history[:, :length], True)
+    window = history[:, max(0, length - (context - 1)):length]
     cache = model.new_cache(batch, context)
     logits = model(window, cache, 0)[:, -1]
     pos = window.shape[1]
+    fast = getattr(model, "fast_decoder", None)
+    decoder = fast() if fast is not None else None
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    outputs: list[list[int]] = [[] for _ in range(batch)]
-    for _ in range(max_new_tokens):
+    streamed = [False] * batch  # rows whose eos the stream has passed
+    made = 0
+    while made < max_new_tokens:
         next_ids = sample_next(logits, sampling, seen, generator)  # (B,)
-        for i, token in enumerate(next_ids.tolist()):
-            if finished[i]:
-                continue
-            if eos_id is not None and token == eos_id:
-                finished[i] = True
-                continue
-            outputs[i].append(token)
-            if on_token:
-                on_token(i, token)
-        if bool(finished.all()):
+        history[:, length + made] = next_ids
+        made += 1
+        if on_token is not None:
+            _stream(next_ids.tolist(), eos_id, streamed, on_token)
+        if eos_id is not None:
+            finished |= next_ids == eos_id
+            if bool(finished.all()):
+                break
+        if made == max_new_tokens:  # no logits needed after the last token
             break
-        seen[torch.arange(batch, device=device), next_ids] = True
-        history = torch.cat([history, next_ids[:, None]], dim=1)
+        if seen is not None:
+            seen.scatter_(1, next_ids[:, None], True)
         if pos == context:  # the context is full: keep the newest half and rebuild the cache
-            keep = history[:, -(context // 2):]
+            keep = history[:, length + made - context // 2:length + made]
             cache = model.new_cache(batch, context)
             logits = model(keep, cache, 0)[:, -1]
             pos = keep.shape[1]
+        elif decoder is not None:
+            logits = decoder.step(next_ids, cache, pos)
+            pos += 1
         else:
             logits = model(next_ids[:, None], cache, pos)[:, -1]
             pos += 1
-    return outputs
+    new = history[:, length:length + made]
+    ends = [made] * batch
+    if eos_id is not None:
+        hit = new == eos_id
+        ends = torch.where(hit.any(dim=1), hit.int().argmax(dim=1), made).tolist()
+    return [row[:end] for row, end in zip(new.tolist(), ends)]
+
+
+def _stream(tokens: list[int], eos_id, streamed: list[bool], on_token) -> None:
+    """Hand each row's new token to on_token, up to (not including) the row's first eos."""
+    for row, token in enumerate(tokens):
+        if streamed[row]:
+            continue
+        if token == eos_id:
+            streamed[row] = True
+        else:
+            on_token(row, token)
 
 
 class LoadedModel:

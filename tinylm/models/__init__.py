@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from tinylm.errors import TinyLMError
 from tinylm.models.llama import Llama, LlamaConfig
+from tinylm.models.looped import Looped, LoopedConfig
 
 MODELS: dict[str, tuple[type, type]] = {
     "llama": (LlamaConfig, Llama),
+    "looped": (LoopedConfig, Looped),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from tinylm.export.standalone.layers import Block, KVCache, RMSNorm, rope_tables
@@ -42,6 +43,8 @@ class Model(nn.Module):
         self.tok_emb = nn.Embedding(c.vocab_size, c.dim)
         self.layers = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.dim, c.norm_eps)
+        # how much of each thought enters the next pass
+        self.think_gate = nn.Parameter(torch.zeros(c.think_steps)) if c.think_steps else None
         self.lm_head = None if c.tie_embeddings else nn.Linear(c.dim, c.vocab_size, bias=False)
         cos, sin = rope_tables(c.head_dim, c.context_len, c.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)  # (context, head_dim/2)
@@ -54,10 +57,10 @@ class Model(nn.Module):
             raise ValueError(f"positions up to {pos + length} exceed the context length "
                              f"{self.config.context_len}")
         cos, sin = self.rope_cos[pos:pos + length], self.rope_sin[pos:pos + length]
-        x = self.tok_emb(idx)  # (B, T, dim)
+        x = tokens = self.tok_emb(idx)  # (B, T, dim)
         for step in range(self.config.think_steps + 1):
-            if step:  # a continuous thought: the last hidden state is the next input
-                x = self.norm(x)
+            if step:  # a continuous thought: the normed last hidden state, gated, beside the tokens
+                x = tokens + self.think_gate[step - 1] * self.norm(x)
             for i, block in enumerate(self.layers):
                 x = block(x, cos, sin, cache, step * len(self.layers) + i, pos)
         x = self.norm(x)

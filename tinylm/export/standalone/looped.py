@@ -127,6 +127,8 @@ class Model(nn.Module):
         self.loop_emb = nn.Embedding(c.max_loops, c.dim)
         self.coda = nn.ModuleList(make_block(c) for _ in range(c.n_coda))
         self.norm = RMSNorm(c.dim, c.norm_eps)
+        # how much of each thought enters the next pass
+        self.think_gate = nn.Parameter(torch.zeros(c.think_steps)) if c.think_steps else None
         self.lm_head = None if c.tie_embeddings else nn.Linear(c.dim, c.vocab_size, bias=False)
         tables = partial_rope_tables if c.head_dim % 2 else rope_tables
         cos, sin = tables(c.head_dim, c.context_len, c.rope_base)
@@ -152,9 +154,10 @@ class Model(nn.Module):
         x = self.tok_emb(idx)  # (B, T, emb_dim or dim)
         if self.emb_proj is not None:
             x = self.emb_proj(x)
+        tokens = x
         for step in range(c.think_steps + 1):
-            if step:  # a continuous thought: the last hidden state is the next input
-                x = self.norm(x)
+            if step:  # a continuous thought: the normed last hidden state, gated, beside the tokens
+                x = tokens + self.think_gate[step - 1] * self.norm(x)
             x = self.trunk(x, cos, sin, cache, step * per_pass, pos)
         x = self.norm(x)
         if self.lm_head is not None:
