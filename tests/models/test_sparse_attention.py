@@ -59,18 +59,22 @@ def test_config_defaults_are_the_blink_card():
 
 # --------------------------------------------------------------------------- equivalence
 
+KERNELS = ["gather", "mask"]  # two ways to compute the same pattern: both are tested
+
+
 @pytest.mark.parametrize("length", [1, 7, 8, 45, 100])
-@pytest.mark.parametrize("chunk_size", [None, 7])
-def test_full_coverage_is_dense_attention_in_training(length, chunk_size):
+@pytest.mark.parametrize("chunk_size, kernel", [(None, "gather"), (7, "gather"), (None, "mask")])
+def test_full_coverage_is_dense_attention_in_training(length, chunk_size, kernel):
     q, k, v = qkv(length, length)
-    out = block_sparse_attention(q, k, v, 0, FULL, chunk_size=chunk_size)
+    out = block_sparse_attention(q, k, v, 0, FULL, chunk_size=chunk_size, kernel=kernel)
     assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=True))
 
 
 @pytest.mark.parametrize("length", [2, 9, 33, 100])
-def test_full_coverage_is_dense_attention_in_decode(length):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_full_coverage_is_dense_attention_in_decode(length, kernel):
     q, k, v = qkv(1, length)
-    out = block_sparse_attention(q, k, v, length - 1, FULL)
+    out = block_sparse_attention(q, k, v, length - 1, FULL, kernel=kernel)
     assert_close(out, F.scaled_dot_product_attention(q, k, v))  # one query sees every key
 
 
@@ -79,6 +83,7 @@ def test_full_coverage_is_dense_attention_in_chunked_prefill(pos, q_len):
     q, k, v = qkv(q_len, pos + q_len)
     out = block_sparse_attention(q, k, v, pos, FULL, chunk_size=6)
     assert_close(out, dense(q, k, v, pos))
+    assert_close(block_sparse_attention(q, k, v, pos, FULL, kernel="mask"), dense(q, k, v, pos))
 
 
 @pytest.mark.parametrize("config", SPARSE_CONFIGS, ids=repr)
@@ -86,14 +91,15 @@ def test_full_coverage_is_dense_attention_in_chunked_prefill(pos, q_len):
 def test_sparse_matches_dense_mask_reference(config, pos, q_len):
     q, k, v = qkv(q_len, pos + q_len, seed=pos + q_len)
     expected = block_sparse_attention_reference(q, k, v, pos, config)
-    for chunk_size in (None, 11):
-        assert_close(block_sparse_attention(q, k, v, pos, config, chunk_size), expected)
+    for chunk_size, kernel in ((None, "gather"), (11, "gather"), (None, "mask")):
+        assert_close(block_sparse_attention(q, k, v, pos, config, chunk_size, kernel), expected)
 
 
 def test_sparse_differs_from_dense_when_it_should():
     """Guard against a pattern that quietly degenerates to dense attention."""
     q, k, v = qkv(150, 150)
     out = block_sparse_attention(q, k, v, 0, SPARSE_CONFIGS[1])
+    assert_close(out, block_sparse_attention(q, k, v, 0, SPARSE_CONFIGS[1], kernel="gather"))
     dense_out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     assert_close(out[:, :, :13], dense_out[:, :, :13])  # few enough blocks: all chosen
     assert (out[:, :, 100:] - dense_out[:, :, 100:]).abs().max() > 1e-2
@@ -105,13 +111,16 @@ def test_rejects_too_few_keys():
         block_sparse_attention(q, k, v, 3, BlockSparseConfig())
 
 
-def test_gradients_match_dense_mask_reference():
-    """Autograd through the gathers and windows gives the masked-dense gradients."""
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_gradients_match_dense_mask_reference(kernel):
+    """Autograd through the gathers and windows (or the mask) gives the masked-dense
+    gradients."""
     config = SPARSE_CONFIGS[1]
     q, k, v = qkv(70, 70, requires_grad=True)
     weights = torch.randn(q.shape, generator=torch.Generator().manual_seed(3))
-    ours = torch.autograd.grad((block_sparse_attention(q, k, v, 0, config, 9) * weights).sum(),
-                               (q, k, v))
+    chunk = 9 if kernel == "gather" else None
+    out = block_sparse_attention(q, k, v, 0, config, chunk, kernel)
+    ours = torch.autograd.grad((out * weights).sum(), (q, k, v))
     theirs = torch.autograd.grad(
         (block_sparse_attention_reference(q, k, v, 0, config) * weights).sum(), (q, k, v))
     for a, b in zip(ours, theirs, strict=True):
@@ -121,10 +130,11 @@ def test_gradients_match_dense_mask_reference():
 # --------------------------------------------------------------------------- causality
 
 @pytest.mark.parametrize("config", SPARSE_CONFIGS[1:3], ids=repr)
-def test_no_gradient_flows_from_future_keys_or_values(config):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_no_gradient_flows_from_future_keys_or_values(config, kernel):
     length = 40
     q, k, v = qkv(length, length, requires_grad=True)
-    out = block_sparse_attention(q, k, v, 0, config, chunk_size=9)
+    out = block_sparse_attention(q, k, v, 0, config, 9 if kernel == "gather" else None, kernel)
     for i in range(length):
         grad_k, grad_v = torch.autograd.grad(out[:, :, i].sum(), (k, v), retain_graph=True)
         assert torch.all(grad_k[:, :, i + 1:] == 0) and torch.all(grad_v[:, :, i + 1:] == 0)
@@ -133,15 +143,16 @@ def test_no_gradient_flows_from_future_keys_or_values(config):
 
 @pytest.mark.parametrize("config", SPARSE_CONFIGS, ids=repr)
 @pytest.mark.parametrize("pos, q_len, cut", [(0, 150, 77), (0, 150, 1), (50, 60, 23)])
-def test_future_changes_leave_earlier_outputs_bit_identical(config, pos, q_len, cut):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_future_changes_leave_earlier_outputs_bit_identical(config, pos, q_len, cut, kernel):
     """Queries [0, cut) must not notice any change to later queries, keys or values."""
     q, k, v = qkv(q_len, pos + q_len)
-    out = block_sparse_attention(q, k, v, pos, config)
+    out = block_sparse_attention(q, k, v, pos, config, kernel=kernel)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
     q2[:, :, cut:] = torch.randn_like(q2[:, :, cut:]) * 10
     k2[:, :, pos + cut:] = torch.randn_like(k2[:, :, pos + cut:]) * 10
     v2[:, :, pos + cut:] = torch.randn_like(v2[:, :, pos + cut:]) * 10
-    out2 = block_sparse_attention(q2, k2, v2, pos, config)
+    out2 = block_sparse_attention(q2, k2, v2, pos, config, kernel=kernel)
     assert torch.equal(out[:, :, :cut], out2[:, :, :cut])
     assert not torch.equal(out[:, :, cut:], out2[:, :, cut:])
 

@@ -57,6 +57,8 @@ from tinylm.models.common import CausalSelfAttention
 # and the router's scores of one chunk of queries. Bigger buys little on a CPU once the
 # matmuls are this size; smaller adds Python overhead per chunk.
 CHUNK_BUDGET = 1 << 22
+# Up to this many keys the "mask" kernel runs (a (Tq, Tk) mask per row, dense SDPA over it).
+MASK_MAX_KEYS = 512
 
 
 @dataclass
@@ -82,18 +84,28 @@ class BlockSparseConfig:
 # --------------------------------------------------------------------------- sparse path
 
 def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: int,
-                           config: BlockSparseConfig, chunk_size: int | None = None
-                           ) -> torch.Tensor:
+                           config: BlockSparseConfig, chunk_size: int | None = None,
+                           kernel: str = "auto") -> torch.Tensor:
     """Block-sparse causal attention; q (B, H, Tq, D) at positions [pos, pos+Tq), k and v
     (B, H, Tk, D) at positions [0, Tk) with Tk >= pos + Tq -> (B, H, Tq, D).
 
-    `chunk_size` (queries per step) defaults to what fits `CHUNK_BUDGET`.
+    Two kernels compute the same pattern: "gather" (chunks of `chunk_size` queries, default
+    what fits `CHUNK_BUDGET`; linear memory, for long contexts) and "mask" (the pattern as a
+    boolean (Tq, Tk) mask for one SDPA call; quadratic memory, but on short contexts a few
+    large ops beat the gather's many small ones: a Blink-1 training step at context 256 runs
+    about 2x faster with it, benchmarks/bench_blink_train.py). "auto" takes "mask" up to
+    MASK_MAX_KEYS keys unless a chunk_size is given.
     """
     batch, heads, q_len, dim = q.shape
     k_len, bs = k.shape[2], config.block_size
     if k_len < pos + q_len:
         raise ValueError(f"queries reach position {pos + q_len - 1} but there are only "
                          f"{k_len} keys")
+    if kernel not in ("auto", "gather", "mask"):
+        raise ValueError(f"kernel must be auto, gather or mask, got {kernel!r}")
+    if kernel == "mask" or (kernel == "auto" and chunk_size is None and k_len <= MASK_MAX_KEYS):
+        mask = block_sparse_mask(q, k, pos, config)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     rows, n_blocks = batch * heads, -(-k_len // bs)
     k_blocks, v_blocks = _blocked(k, bs), _blocked(v, bs)  # (rows, n_blocks, bs, D)
     with torch.no_grad():
@@ -111,6 +123,46 @@ def block_sparse_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, po
         blocks = _route(q[:, sl], prefix, means, positions[sl], config)
         outs.append(_attend(q[:, sl], k_blocks, v_blocks, blocks, positions[sl], config))
     return torch.cat(outs, dim=1).view(batch, heads, q_len, dim)
+
+
+def block_sparse_mask(q: torch.Tensor, k: torch.Tensor, pos: int, config: BlockSparseConfig
+                      ) -> torch.Tensor:
+    """The pattern as a boolean mask (B, H, Tq, Tk): True where a query sees a key. The same
+    routing as `_route` (block means, the window-cut block scored by its pre-window keys), for
+    all queries at once."""
+    q_len, k_len, bs, w = q.shape[2], k.shape[2], config.block_size, config.window
+    device = q.device
+    positions = torch.arange(pos, pos + q_len, device=device)  # (Tq,)
+    keys = torch.arange(k_len, device=device)
+    start = (positions - w + 1).clamp(min=0)  # window start s per query
+    window = (keys >= start[:, None]) & (keys <= positions[:, None])  # (Tq, Tk)
+    n_cand = (start + bs - 1) // bs  # candidate blocks: jB < s
+    hi = int(n_cand[-1])
+    if hi == 0 or config.top_k == 0:
+        return window.expand(q.shape[0], q.shape[1], -1, -1)
+    with torch.no_grad():
+        prefix = _blocked(k.detach(), bs).cumsum(2)  # (B*H, n_blocks, bs, D)
+        means = prefix[:, :hi, -1] / bs
+        prefix = prefix.view(prefix.shape[0], -1, prefix.shape[-1])
+        flat_q = q.detach().reshape(-1, q_len, q.shape[-1])
+        scores = flat_q @ means.transpose(1, 2)  # (B*H, Tq, hi)
+        last = (n_cand - 1).clamp(min=0)
+        cut_mean = prefix[:, (start - 1).clamp(min=0)] / (start - last * bs).clamp(min=1)[:, None]
+        cut_score = (flat_q * cut_mean).sum(-1, keepdim=True)
+        scores.scatter_(2, last.view(1, -1, 1).expand(scores.shape[0], -1, 1), cut_score)
+        late = torch.arange(hi, device=device) >= n_cand[:, None]  # (Tq, hi): not candidates
+        scores.masked_fill_(late, float("-inf"))
+        chosen = torch.zeros_like(scores, dtype=torch.bool)
+        chosen.scatter_(2, scores.topk(min(config.top_k, hi), dim=-1).indices, True)
+        chosen &= ~late  # a query with fewer than k candidates picked some non-candidates
+        # block choice -> key mask: each block's flag repeated over its B keys. Keys from hi*B
+        # on lie at or after every query's window start, so no block reaches them.
+        span = min(hi * bs, k_len)
+        blocks = chosen.unsqueeze(-1).expand(-1, -1, -1, bs).reshape(*chosen.shape[:2], -1)
+        blocks = blocks[..., :span] & (keys[:span] < start[:, None])  # only keys before s
+        mask = window.expand(blocks.shape[0], -1, -1).clone()
+        mask[..., :span] |= blocks
+    return mask.view(*q.shape[:2], q_len, k_len)
 
 
 def _blocked(x: torch.Tensor, bs: int) -> torch.Tensor:
