@@ -99,7 +99,9 @@ def _read_prompts(args) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from tinylm import __version__
 
-    parser = argparse.ArgumentParser(prog="tinylm", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="tinylm", description="Train, score, SLERP-merge and ship tiny language models. "
+                                   "Start with `tinylm run`.")
     parser.add_argument("--version", action="version", version=f"tinylm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

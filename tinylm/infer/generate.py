@@ -9,6 +9,7 @@ single-file script follows too, so both give the same text for the same seed.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -39,13 +40,40 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
         by_length[len(p)].append(row)
     results: list[list[int]] = [[] for _ in prompts]
     for rows in by_length.values():
-        outs = _generate_batch(model, [prompts[r] for r in rows], max_new_tokens, sampling,
-                               generator, eos_id,
-                               None if on_token is None else
-                               (lambda i, t, rows=rows: on_token(rows[i], t)))
+        with decode_threads(model, len(rows)):
+            outs = _generate_batch(model, [prompts[r] for r in rows], max_new_tokens, sampling,
+                                   generator, eos_id,
+                                   None if on_token is None else
+                                   (lambda i, t, rows=rows: on_token(rows[i], t)))
         for r, out in zip(rows, outs):
             results[r] = out
     return results
+
+
+# Decoding work per step (parameters x rows) up to which one CPU thread beats several.
+ONE_THREAD_WORK = 100_000_000
+
+
+@contextlib.contextmanager
+def decode_threads(model, batch: int):
+    """Decode on one CPU thread when a step is small, then restore the thread count.
+
+    A tiny model's decoding step is a few hundred small ops; splitting each over threads costs
+    more in wake-ups and barriers than it saves (Glint-1.3 shape on this 2-core CPU: 2,157
+    against 355 tok/s at batch 1, 18,704 against 11,628 at batch 64;
+    benchmarks/bench_train_generate.py). Past ONE_THREAD_WORK the matmuls are big enough to
+    share. torch's thread count is process-wide, so this is not for concurrent callers.
+    """
+    work = batch * sum(p.numel() for p in model.parameters())
+    threads = torch.get_num_threads()
+    if _device(model).type != "cpu" or threads == 1 or work > ONE_THREAD_WORK:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _device(model) -> torch.device:

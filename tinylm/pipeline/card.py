@@ -50,7 +50,9 @@ def card_markdown(pipeline) -> str:
                                           seconds.items()) + ".", "",
               "## Scores", "",
               f"Benchmarks: {scorer.get('benches', '?')}"
-              + (f", first {scorer['limit']} items each" if scorer.get("limit") else ", full sets")
+              + (f", --limit {scorer['limit']} (the first {scorer['limit']} WikiText-2 articles, "
+                 f"ARC-Easy questions, and pairs of each of BLiMP's 67 paradigms)"
+                 if scorer.get("limit") else ", full sets")
               + f"; ARC metric `{scorer.get('arc_metric', 'acc')}`, {scorer.get('shots', 0)}-shot. "
               "Composite = mean(WikiText-2 CE, 1 - BLiMP, 1 - ARC-Easy), lower is better.", "",
               "| metric | champion | best single checkpoint |", "|---|---:|---:|"]

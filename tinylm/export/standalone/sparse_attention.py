@@ -16,6 +16,7 @@ import torch.nn.functional as F
 # %% export
 
 CHUNK_BUDGET = 1 << 22  # per-chunk working set, in tensor elements (as tinylm)
+MASK_MAX_KEYS = 512  # up to this many keys, the mask kernel (as tinylm)
 
 
 class BlockSparse:
@@ -28,6 +29,8 @@ class BlockSparse:
     def __call__(self, q, k, v, pos: int):
         batch, heads, q_len, dim = q.shape
         k_len, bs = k.shape[2], self.block_size
+        if k_len <= MASK_MAX_KEYS:  # short contexts: the pattern as a mask, one SDPA call
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask(q, k, pos))
         rows, n_blocks = batch * heads, -(-k_len // bs)
         k_blocks, v_blocks = blocked(k, bs), blocked(v, bs)  # (rows, n_blocks, bs, D)
         prefix = k_blocks.detach().cumsum(2)  # running key sums inside each block
@@ -43,6 +46,38 @@ class BlockSparse:
             blocks = self.route(q[:, sl], prefix, means, positions[sl])
             outs.append(self.attend(q[:, sl], k_blocks, v_blocks, blocks, positions[sl]))
         return torch.cat(outs, dim=1).view(batch, heads, q_len, dim)
+
+    def mask(self, q, k, pos: int):
+        """(B, H, Tq, Tk) boolean: the window, plus each query's top-k blocks before it."""
+        q_len, k_len, bs, w = q.shape[2], k.shape[2], self.block_size, self.window
+        positions = torch.arange(pos, pos + q_len, device=q.device)
+        keys = torch.arange(k_len, device=q.device)
+        start = (positions - w + 1).clamp(min=0)  # window start s per query
+        window = (keys >= start[:, None]) & (keys <= positions[:, None])  # (Tq, Tk)
+        n_cand = (start + bs - 1) // bs  # candidate blocks: jB < s
+        hi = int(n_cand[-1])
+        if hi == 0 or self.top_k == 0:
+            return window.expand(q.shape[0], q.shape[1], -1, -1)
+        prefix = blocked(k.detach(), bs).cumsum(2)
+        means = prefix[:, :hi, -1] / bs
+        prefix = prefix.view(prefix.shape[0], -1, prefix.shape[-1])
+        flat_q = q.detach().reshape(-1, q_len, q.shape[-1])
+        scores = flat_q @ means.transpose(1, 2)  # (rows, Tq, hi)
+        last = (n_cand - 1).clamp(min=0)  # the last candidate: scored by its pre-window keys
+        cut_mean = prefix[:, (start - 1).clamp(min=0)] / (start - last * bs).clamp(min=1)[:, None]
+        cut_score = (flat_q * cut_mean).sum(-1, keepdim=True)
+        scores.scatter_(2, last.view(1, -1, 1).expand(scores.shape[0], -1, 1), cut_score)
+        late = torch.arange(hi, device=q.device) >= n_cand[:, None]
+        scores.masked_fill_(late, float("-inf"))
+        chosen = torch.zeros_like(scores, dtype=torch.bool)
+        chosen.scatter_(2, scores.topk(min(self.top_k, hi), dim=-1).indices, True)
+        chosen &= ~late
+        span = min(hi * bs, k_len)
+        blocks = chosen.unsqueeze(-1).expand(-1, -1, -1, bs).reshape(*chosen.shape[:2], -1)
+        blocks = blocks[..., :span] & (keys[:span] < start[:, None])
+        mask = window.expand(blocks.shape[0], -1, -1).clone()
+        mask[..., :span] |= blocks
+        return mask.view(*q.shape[:2], q_len, k_len)
 
     def route(self, q, prefix, means, positions):
         """The top-k candidate blocks of each query: (rows, C, D) -> block ids (rows, C, k')."""
