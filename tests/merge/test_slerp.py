@@ -172,3 +172,20 @@ def test_greedy_soup_does_not_keep_a_tie():
     w = {"w": torch.ones(3)}
     soup, kept = greedy_soup([("a", w), ("b", {"w": torch.ones(3)})], lambda sd: 1.0)
     assert kept == ["a"] and torch.equal(soup["w"], w["w"])
+
+
+def test_matches_mergekit_slerp_on_the_same_tensors():
+    """mergekit's own slerp function on the same pairs: random, nearly parallel (its lerp
+    fallback), opposite-leaning; several t. Skipped where mergekit is not installed (it pins
+    heavy dependencies, so CI leaves it out); benchmarks/bench_merge.py compares whole merges."""
+    mergekit_slerp = pytest.importorskip("mergekit.merge_methods.slerp").slerp
+    g = torch.Generator().manual_seed(11)
+    a = torch.randn(64, 48, generator=g)
+    pairs = [(a, torch.randn(64, 48, generator=g)),
+             (a, a + 1e-4 * torch.randn(64, 48, generator=g)),
+             (a, -a + 0.5 * torch.randn(64, 48, generator=g))]
+    for x, y in pairs:
+        for t in (0.0, 0.25, 0.5, 0.9, 1.0):
+            # mergekit's kernel takes a leading batch axis; its merges pass a tensor as one row
+            theirs = mergekit_slerp(torch.tensor([t]), x[None].clone(), y[None].clone())[0]
+            assert torch.allclose(slerp_tensor(x, y, t), theirs, atol=1e-6, rtol=1e-5)

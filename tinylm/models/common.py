@@ -108,6 +108,10 @@ class CausalSelfAttention(nn.Module):
         self.wo = nn.Linear(n_heads * head_dim, dim, bias=False)
         self.attention_fn = None
 
+    def rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotary position embedding of q or k (B, H, T, D); a subclass may rotate otherwise."""
+        return apply_rope(x, cos, sin)
+
     def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, pos: int = 0):
         batch, length, _ = x.shape
         q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
@@ -115,7 +119,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, pos, k, v)  # (B, Hkv, pos+T, D)
         if self.n_kv_heads != self.n_heads:

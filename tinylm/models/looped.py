@@ -84,8 +84,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, causal_sdpa,
-                                  init_linear_, residual_std, rope_tables)
+from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, init_linear_,
+                                  residual_std, rope_tables)
 from tinylm.models.llama import Block, Llama
 from tinylm.models.lora import LoopLoRALinear, add_loop_lora, set_active_loop
 
@@ -189,8 +189,7 @@ class PartialRotaryAttention(CausalSelfAttention):
     Here `cos`/`sin` are the full-width tables of `partial_rope_tables`, and RoPE is
     x * C + (x @ J) * S: one tiny matmul and three elementwise ops, about twice as fast as
     slicing the head into 1-wide halves (at head_dim 3 such per-op costs are most of a step).
-    The forward repeats the parent's with only the rotation changed; if `common.apply_rope`
-    learns to pass trailing dims through, this class can go.
+    Only `rope` differs from the parent.
     """
 
     def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int):
@@ -199,23 +198,6 @@ class PartialRotaryAttention(CausalSelfAttention):
 
     def rope(self, x: torch.Tensor, table_c: torch.Tensor, table_s: torch.Tensor):
         return x * table_c.to(x.dtype) + (x @ self.rotate_half.to(x.dtype)) * table_s.to(x.dtype)
-
-    def forward(self, x, cos, sin, cache: KVCache | None = None, layer: int = 0, pos: int = 0):
-        batch, length, _ = x.shape
-        q_size, kv_size = self.n_heads * self.head_dim, self.n_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([q_size, kv_size, kv_size], dim=-1)
-        q = q.view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(batch, length, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = self.rope(q, cos, sin), self.rope(k, cos, sin)
-        if cache is not None:
-            k, v = cache.update(layer, pos, k, v)  # (B, Hkv, pos+T, D)
-        if self.n_kv_heads != self.n_heads:
-            repeat = self.n_heads // self.n_kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        fn = self.attention_fn or causal_sdpa
-        out = fn(q, k, v, pos).transpose(1, 2).reshape(batch, length, q_size)
-        return self.wo(out)
 
 
 def make_block(config: LoopedConfig) -> Block:
@@ -257,7 +239,10 @@ class Looped(nn.Module):
         self.loops = c.loops
         self.reset_parameters()
         if c.sparse_attention is not None:
-            from tinylm.models.sparse_attention import BlockSparseConfig, enable_block_sparse
+            from tinylm.models.sparse_attention import (
+                BlockSparseConfig,
+                enable_block_sparse,
+            )
 
             enable_block_sparse(self, BlockSparseConfig(**c.sparse_attention))
 
