@@ -1,6 +1,7 @@
 """`tinylm run`: the whole loop, killed in every stage and restarted, ends exactly where an
 uninterrupted run ends; a finished run redoes nothing."""
 
+import hashlib
 import json
 import os
 import signal
@@ -42,7 +43,8 @@ max_new_tokens = 20
 def outcome(run):
     champion = load_checkpoint(run / "champion")
     tournament = json.loads((run / "tournament" / "state.json").read_text())
-    return (champion.meta["recipe"], champion.meta["scores"],
+    weights = hashlib.sha256((run / "champion" / "model.safetensors").read_bytes()).hexdigest()
+    return (weights, champion.meta["recipe"], champion.meta["scores"],
             {e["name"]: e["metrics"] for e in tournament["entries"]},
             json.loads((run / "samples.json").read_text()))
 
