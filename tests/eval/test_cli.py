@@ -54,3 +54,24 @@ def test_leaderboard_takes_merges_without_steps():
     rows = [line for line in lines if line.startswith("| ") and "model" not in line]
     assert rows[0].startswith("| 1 | A+B@t0.5 | - |")  # lowest composite first
     assert entries[2].kind == "merge" and "**70.00%**" in rows[0]
+
+
+def test_a_checkpoint_from_tinylm_train_is_scored_by_one_command(data_dir, tmp_path):
+    """The issue's path: `tinylm train` on real TinyStories text (debug preset), then one
+    `tinylm eval` gives all three benchmarks and the composite (on a --limit'ed subset)."""
+    from tinylm.train.checkpoint import list_checkpoints
+
+    run = tmp_path / "run"
+    run_cli("train", "--preset", "debug", "--data", "tinystories", "--steps", "20",
+            "--ckpt-every", "20", "--out", str(run), "--no-progress")
+    ckpt = list_checkpoints(run / "checkpoints")[-1]
+    out = tmp_path / "report.json"
+    run_cli("eval", str(ckpt), "--bench", "wikitext2,blimp,arc_easy", "--limit", "2",
+            "--cache-dir", str(tmp_path / "cache"), "--data-dir", str(data_dir), "-o", str(out))
+    report = json.loads(out.read_text())
+    assert all(r["status"] == "ok" for r in report["benchmarks"].values())
+    flat = report["summary"]
+    assert 0 < flat["wikitext2_ce"] < 20 and 0 <= flat["blimp_acc"] <= 1
+    expected = (flat["wikitext2_ce"] + 1 - flat["blimp_acc"] + 1 - flat["arc_easy_acc"]) / 3
+    assert abs(flat["composite"] - expected) < 1e-12
+    assert report["model"]["sha256"]
