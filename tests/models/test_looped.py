@@ -275,3 +275,38 @@ def test_blink_trains_below_8_bits_per_byte_resumes_and_generates(tmp_path, data
     assert val_bits < 7.0, f"val loss {val_bits:.2f} bits/byte after 150 steps"
     text = tinylm.load(last).generate("Once", max_new_tokens=20, seed=0)
     assert isinstance(text, str)
+
+
+def test_blink_evaluates_and_merges_through_the_same_commands(tmp_path, data_dir):
+    """`tinylm eval` and `tinylm merge` take looped checkpoints as they take llama ones; the
+    per-loop adapters are a group of their own (`--t-group loop_adapters=T`)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import run_cli
+    from tinylm.train.checkpoint import list_checkpoints
+
+    run = tmp_path / "blink"
+    run_cli("train", "--preset", "blink-1", "--data", "tinystories", "--steps", "40",
+            "--batch-size", "8", "--seq-len", "64", "--ckpt-every", "20", "--eval-every", "0",
+            "--out", str(run), "--no-progress")
+    first, last = list_checkpoints(run / "checkpoints")[-2:]
+    out = tmp_path / "report.json"
+    run_cli("eval", str(last), "--limit", "2", "--cache-dir", str(tmp_path / "cache"),
+            "--data-dir", str(data_dir), "-o", str(out))
+    report = json.loads(out.read_text())
+    assert all(r["status"] == "ok" for r in report["benchmarks"].values())
+    assert report["summary"]["composite"] > 0
+
+    merged = tmp_path / "merged"
+    run_cli("merge", str(first), str(last), "--t", "0.5", "--t-group", "loop_adapters=0",
+            "-o", str(merged))
+    a, b = load_file(first / "model.safetensors"), load_file(last / "model.safetensors")
+    m = load_file(merged / "model.safetensors")
+    per_loop = [k for k in m if "lora" in k or k.startswith("loop_emb")]
+    assert per_loop and all(torch.equal(m[k], a[k]) for k in per_loop)  # t = 0 for them
+    moved = [k for k in m if k not in per_loop and not torch.equal(a[k], b[k])]
+    assert moved and all(not torch.equal(m[k], a[k]) for k in moved)
+    proc = run_cli("generate", str(merged), "--prompt", "Once", "-n", "10", "--seed", "0")
+    assert proc.stdout.strip()
