@@ -120,9 +120,27 @@ def _best(entries: list[Entry], key: str, better: str):
 
 
 def _cell(entry: Entry, column: tuple) -> str:
-    key, _, _, fmt = column
-    value = entry.metrics.get(key)
-    return "-" if value is None else fmt.format(value)
+    return format_metric(column[0], entry.metrics.get(column[0]))
+
+
+def _marked_cells(entry: Entry, columns: list[tuple], best: dict, mark: str) -> list[str]:
+    """The entry's cells, each column's best value wrapped in `mark` (a format string)."""
+    cells = []
+    for column in columns:
+        text = _cell(entry, column)
+        is_best = best[column[0]] is not None and entry.metrics.get(column[0]) == best[column[0]]
+        cells.append(mark.format(text) if is_best else text)
+    return cells
+
+
+_FORMATS = {key: fmt for key, _, _, fmt in COLUMNS}
+
+
+def format_metric(key: str, value) -> str:
+    """A metric as every table shows it: accuracies in percent, losses to 4 decimals."""
+    if value is None:
+        return "-"
+    return _FORMATS.get(key, "{:.2%}" if key.endswith("_acc") else "{:.4f}").format(value)
 
 
 def to_table(entries: list[Entry], title: str = "leaderboard"):
@@ -138,32 +156,26 @@ def to_table(entries: list[Entry], title: str = "leaderboard"):
         table.add_column(f"{head} {'↓' if better == 'lower' else '↑'}", justify="right")
     best = {c[0]: _best(entries, c[0], c[2]) for c in columns}
     for rank, e in enumerate(entries, 1):
-        cells = []
-        for column in columns:
-            text = _cell(e, column)
-            is_best = best[column[0]] is not None and e.metrics.get(column[0]) == best[column[0]]
-            cells.append(f"[bold green]{text}[/]" if is_best else text)
+        cells = _marked_cells(e, columns, best, "[bold green]{}[/]")
         table.add_row(str(rank), e.name, "-" if e.step is None else str(e.step), *cells)
     return table
 
 
-def to_markdown(entries: list[Entry], title: str = "Leaderboard", note: str = "") -> str:
+def to_markdown(entries: list[Entry], title: str = "Leaderboard", note: str = "",
+                level: int = 1) -> str:
+    """The ranked table as Markdown, under a heading of `level` (2 to nest it in a report)."""
     entries = ranked(entries)
     columns = _columns(entries)
     best = {c[0]: _best(entries, c[0], c[2]) for c in columns}
     heads = ["#", "model", "step"] + [f"{h} {'↓' if b == 'lower' else '↑'}"
                                       for _, h, b, _ in columns]
-    lines = [f"# {title}", ""]
+    lines = [f"{'#' * level} {title}", ""]
     if note:
         lines += [note, ""]
     lines += ["| " + " | ".join(heads) + " |",
               "|" + "|".join("---:" if h != "model" else "---" for h in heads) + "|"]
     for rank, e in enumerate(entries, 1):
-        cells = []
-        for column in columns:
-            text = _cell(e, column)
-            is_best = best[column[0]] is not None and e.metrics.get(column[0]) == best[column[0]]
-            cells.append(f"**{text}**" if is_best else text)
+        cells = _marked_cells(e, columns, best, "**{}**")
         name = e.name.replace("|", "\\|")
         lines.append(f"| {rank} | {name} | {'-' if e.step is None else e.step} | "
                      + " | ".join(cells) + " |")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 from pathlib import Path
 
 from tinylm.merge.recipe import Leaf, parse_recipe
@@ -59,20 +60,19 @@ def verdict_text(tournament) -> str:
 
 # --------------------------------------------------------------------------- tables
 
-def _row(entry, metrics) -> list[str]:
-    kind = "checkpoint" if entry.generation < 0 else f"gen {entry.generation} merge"
-    cells = [entry.name, kind]
-    for key, _, _ in metrics:
-        value = entry.metrics.get(key)
-        cells.append("" if value is None else
-                     (f"{100 * value:.2f}%" if key.endswith("_acc") else f"{value:.4f}"))
-    return cells
+def leaderboard_entries(tournament, limit: int | None = None) -> list:
+    """The tournament's models as `tinylm.eval.leaderboard` entries (merges have no step), so
+    its tables and plots are the ones `tinylm leaderboard` draws."""
+    from tinylm.eval.leaderboard import Entry
+
+    return [Entry(e.name, e.step if e.generation < 0 else None, e.metrics,
+                  "checkpoint" if e.generation < 0 else f"gen {e.generation} merge", e.path)
+            for e in tournament.ranked()[:limit]]
 
 
 def markdown(tournament, limit: int = 40) -> str:
-    ranked = tournament.ranked()
-    metrics = shown_metrics(ranked)
-    head = ["model", "kind"] + [label for _, label, _ in metrics]
+    from tinylm.eval.leaderboard import format_metric, to_markdown
+
     lines = ["# Tournament report", "", verdict_text(tournament), "",
              f"Stopped: {tournament.stopped_because}.", "", "## Best merge vs best checkpoint",
              "", "| metric | best checkpoint | best merge | merge better by |", "|---|---|---|---|"]
@@ -80,28 +80,21 @@ def markdown(tournament, limit: int = 40) -> str:
     if result["best_merge"]:
         a, b = tournament.entries[result["best_checkpoint"]], tournament.entries[result["best_merge"]]
         for key, label, _ in shown_metrics([a, b]):
-            lines.append(f"| {label} | {a.metrics[key]:.4f} | {b.metrics[key]:.4f} | "
-                         f"{result['deltas'][key]:+.4f} |")
-    lines += ["", "## Leaderboard", "", "| rank | " + " | ".join(head) + " |",
-              "|" + "---|" * (len(head) + 1)]
-    for rank, entry in enumerate(ranked[:limit], 1):
-        lines.append(f"| {rank} | " + " | ".join(_row(entry, metrics)) + " |")
-    return "\n".join(lines) + "\n"
+            delta = format_metric(key, result["deltas"][key])
+            lines.append(f"| {label} | {format_metric(key, a.metrics[key])} | "
+                         f"{format_metric(key, b.metrics[key])} | "
+                         f"{'' if delta.startswith('-') else '+'}{delta} |")
+    lines += ["", to_markdown(leaderboard_entries(tournament, limit), level=2)]
+    return "\n".join(lines)
 
 
 def print_table(tournament, limit: int = 20) -> None:
     from rich.console import Console
-    from rich.table import Table
 
-    ranked = tournament.ranked()
-    metrics = shown_metrics(ranked)
-    table = Table(title="tournament leaderboard (lower composite is better)")
-    for col in ["#", "model", "kind"] + [label for _, label, _ in metrics]:
-        table.add_column(col, overflow="fold")
-    for rank, entry in enumerate(ranked[:limit], 1):
-        table.add_row(str(rank), *_row(entry, metrics))
+    from tinylm.eval.leaderboard import to_table
+
     console = Console()
-    console.print(table)
+    console.print(to_table(leaderboard_entries(tournament, limit), "tournament leaderboard"))
     console.print(verdict_text(tournament))
 
 
@@ -176,14 +169,19 @@ def html_page(tournament) -> str:
             f"style='max-width:100%'></body></html>")
 
 
+def _bold(text: str) -> str:
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+
+
 def markdown_to_html_tables(text: str) -> str:
     """Just enough Markdown for our own report: headings, paragraphs and pipe tables."""
     out, table = [], []
 
     def flush():
         if table:
-            rows = [r for r in table if not set(r.replace("|", "")) <= {"-"}]
-            cells = [[html.escape(c.strip()) for c in r.strip("|").split("|")] for r in rows]
+            rows = [r for r in table if not set(r.replace("|", "")) <= set("-: ")]  # rule
+            cells = [[_bold(html.escape(c.strip())) for c in r.strip("|").split("|")]
+                     for r in rows]
             out.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in cells[0]) + "</tr>" +
                        "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
                                for r in cells[1:]) + "</table>")
@@ -199,7 +197,7 @@ def markdown_to_html_tables(text: str) -> str:
         elif line.startswith("# "):
             out.append(f"<h1>{html.escape(line[2:])}</h1>")
         elif line.strip():
-            out.append(f"<p>{html.escape(line)}</p>")
+            out.append(f"<p>{_bold(html.escape(line))}</p>")
     flush()
     return "\n".join(out)
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import json
 
+from tinylm.eval.leaderboard import format_metric
 from tinylm.merge.report import METRIC_ORDER
 from tinylm.tokenizers.base import write_text_atomic
-
-
-def _fmt(key: str, value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{100 * value:.2f}%" if key.endswith("_acc") else f"{value:.4f}"
 
 
 def card_markdown(pipeline) -> str:
@@ -58,8 +53,8 @@ def card_markdown(pipeline) -> str:
               "| metric | champion | best single checkpoint |", "|---|---:|---:|"]
     for key, label, better in METRIC_ORDER:
         if key in meta["scores"]:
-            lines.append(f"| {label} ({better} is better) | {_fmt(key, meta['scores'][key])} | "
-                         f"{_fmt(key, best['scores'].get(key))} |")
+            lines.append(f"| {label} ({better} is better) | {format_metric(key, meta['scores'][key])} | "
+                         f"{format_metric(key, best['scores'].get(key))} |")
     verdict = ("The champion is a merge; it beats the best single checkpoint "
                f"(`{best['name']}`) on the composite." if meta["champion_is_merge"] else
                f"No merge beat the best single checkpoint, so the champion is that checkpoint "

@@ -9,7 +9,8 @@ import html
 import io
 import json
 
-from tinylm.merge.report import METRIC_ORDER, markdown, markdown_to_html_tables, merge_tree_png
+from tinylm.merge.report import (leaderboard_entries, markdown, markdown_to_html_tables,
+                                 merge_tree_png)
 from tinylm.tokenizers.base import write_text_atomic
 
 
@@ -44,27 +45,15 @@ def loss_curves(run_dir) -> str:
 
 
 def benchmarks_over_steps(tournament) -> str | None:
-    import matplotlib
+    """Each metric over the checkpoints' steps, with the champion as a dashed line."""
+    from tinylm.eval.leaderboard import Entry, plot_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ckpts = sorted((e for e in tournament.entries.values() if e.generation < 0 and e.step),
-                   key=lambda e: e.step)
-    metrics = [m for m in METRIC_ORDER if all(m[0] in e.metrics for e in ckpts)]
-    if not ckpts or not metrics:
+    entries = [e for e in leaderboard_entries(tournament) if e.step is not None]
+    if not entries:
         return None
     champion = tournament.ranked()[0]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3))
-    for ax, (key, label, better) in zip(axes if len(metrics) > 1 else [axes], metrics):
-        ax.plot([e.step for e in ckpts], [e.metrics[key] for e in ckpts], "o-", lw=1)
-        ax.axhline(champion.metrics[key], color="red", ls="--", lw=1, label="champion")
-        ax.set_title(f"{label} ({better} better)", fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    (axes[0] if len(metrics) > 1 else axes).legend(fontsize=7)
-    return _png(fig)
+    entries.append(Entry(f"champion ({champion.name})", None, champion.metrics, "champion"))
+    return base64.b64encode(plot_png(entries)).decode("ascii")
 
 
 def write_run_report(pipeline):
