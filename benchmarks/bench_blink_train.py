@@ -15,21 +15,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-import tinylm
+from tinylm.config import load_preset
 from tinylm.models import build_model
 from tinylm.models.sparse_attention import (BlockSparseConfig, block_sparse_attention,
                                             disable_block_sparse)
 
 
 def step_time(kernel: str, args) -> float:
-    preset = json.loads((Path(tinylm.__file__).with_name("presets") / "blink-1.json").read_text())
+    preset = load_preset("blink-1")
     config = {**preset["model"], "vocab_size": 257}
     torch.manual_seed(0)
     model = build_model("looped", config)

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import tomllib
 import typing
-from importlib import resources
 from pathlib import Path
 
 from tinylm.errors import TinyLMError
@@ -50,17 +49,23 @@ def read_config_file(path: str | Path) -> dict:
 # --------------------------------------------------------------------------- presets
 
 def preset_names() -> list[str]:
-    folder = resources.files("tinylm") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    """Every family's presets (each family module holds its own `PRESETS`)."""
+    from tinylm.models import presets
+
+    return sorted(presets())
 
 
 def load_preset(name: str) -> dict:
-    """A preset is a JSON file: {"family", "model": {...}, "tokenizer": {...}, "train": {...}}."""
-    names = preset_names()
-    if name not in names:
-        raise TinyLMError(f"unknown preset {name!r}; choose one of: {', '.join(names)}")
-    text = (resources.files("tinylm") / "presets" / f"{name}.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    """A preset as a plain dict: {"family", "description", "model", "tokenizer", "train"}."""
+    from tinylm.models import presets
+
+    found = presets()
+    if name not in found:
+        raise TinyLMError(f"unknown preset {name!r}; choose one of: {', '.join(sorted(found))}")
+    family, preset = found[name]
+    return {"family": family.name, "description": preset.description,
+            "model": dict(preset.model), "tokenizer": dict(preset.tokenizer),
+            "train": dict(preset.train)}
 
 
 # --------------------------------------------------------------------------- argparse

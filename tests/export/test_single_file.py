@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import json
 import os
 import random
 import subprocess
@@ -204,9 +203,9 @@ def test_think_steps_model_exports(tmp_path):
 def _save_random_looped(path: Path, config: dict) -> Path:
     """A looped checkpoint with every weight N(0, 0.5): LoRA deltas and loop embeddings start at
     zero in a fresh model, which would leave the per-loop paths untested."""
-    from tinylm.models import MODELS
+    from tinylm.models import families
 
-    if "looped" not in MODELS:
+    if "looped" not in families():
         pytest.skip("this tinylm has no looped family")
     model = build_model("looped", config)
     generator = torch.Generator().manual_seed(0)
@@ -219,8 +218,9 @@ def _save_random_looped(path: Path, config: dict) -> Path:
 
 
 def _blink_shape(**changes) -> dict:
-    preset = Path(tinylm.__file__).with_name("presets") / "blink-1.json"
-    return {**json.loads(preset.read_text())["model"], "vocab_size": 257, **changes}
+    from tinylm.config import load_preset
+
+    return {**load_preset("blink-1")["model"], "vocab_size": 257, **changes}
 
 
 @pytest.mark.parametrize("shape", ["blink", "prelude_coda_factorized"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.merge.slerp import (gradient_value, lerp_tensor, llama_fused_splits,
-                                merge_state_dicts, plan_t, slerp_tensor)
+from tinylm.merge.slerp import gradient_value, lerp_tensor, merge_state_dicts, plan_t, slerp_tensor
+from tinylm.models.llama import fused_splits as llama_fused_splits
 from tinylm.merge.soup import greedy_soup, uniform_soup
 from tinylm.models.llama import Llama, LlamaConfig
 

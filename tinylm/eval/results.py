@@ -111,11 +111,12 @@ def full_config(family: str, config: dict) -> dict:
     from dataclasses import asdict as dc_asdict
 
     from tinylm.config import from_dict
-    from tinylm.models import MODELS
+    from tinylm.models import families
 
-    if family not in MODELS:
+    known = families()
+    if family not in known:
         return dict(config)
-    return dc_asdict(from_dict(MODELS[family][0], dict(config)))
+    return dc_asdict(from_dict(known[family].config_class, dict(config)))
 
 
 def model_info(model, tokenizer, model_id: str | None = None) -> ModelInfo:

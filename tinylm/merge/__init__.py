@@ -9,12 +9,12 @@
 """
 
 from tinylm.merge.recipe import Leaf, Merge, evaluate_recipe, format_recipe, parse_recipe
-from tinylm.merge.slerp import (METHODS, MergeStats, lerp_tensor, llama_fused_splits,
+from tinylm.merge.slerp import (METHODS, MergeStats, lerp_tensor, family_layout,
                                 merge_state_dicts, plan_t, slerp_tensor)
 from tinylm.merge.soup import greedy_soup, uniform_soup
 
 __all__ = [
     "METHODS", "Leaf", "Merge", "MergeStats", "evaluate_recipe", "format_recipe", "greedy_soup",
-    "lerp_tensor", "llama_fused_splits", "merge_state_dicts", "parse_recipe", "plan_t",
+    "lerp_tensor", "family_layout", "merge_state_dicts", "parse_recipe", "plan_t",
     "slerp_tensor", "uniform_soup",
 ]

@@ -1,4 +1,4 @@
-"""Function-preserving alignment of one llama-family checkpoint to another, before merging.
+"""Function-preserving alignment of one checkpoint to another, before merging.
 
 Two networks trained from different seeds compute similar functions with their hidden units in
 a different order (and with different signs). Averaging them unit by unit then mixes unrelated
@@ -34,6 +34,11 @@ only that layer, and each layer is solved independently:
 3. With heads fixed, each sign appears linearly in the objective, so its best value is the sign
    of its summed inner products; value-dim permutations are one more assignment per kv head.
 
+Which tensors form a block, and the attention and MLP shapes, come from the family record's
+`align` (an `AlignSpec`: block prefixes whose children are llama's `attn.wqkv`, `attn.wo`,
+`mlp.w13`, `mlp.w2`); a family without one cannot be aligned. Functions take that spec, or a
+model config whose family has one.
+
 Conventions: permutations gather, `new[i] = old[perm[i]]`, and signs are indexed by the *new*
 position. Similarities are computed in float64.
 """
@@ -48,6 +53,7 @@ from scipy.optimize import linear_sum_assignment
 
 from tinylm.errors import TinyLMError
 from tinylm.merge.slerp import check_compatible
+from tinylm.models.family import AlignSpec
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -71,34 +77,51 @@ class LayerSigns:
     v: torch.Tensor     # (n_kv, head_dim) v row and the wo columns of the group's query heads
 
 
-def _shape(config) -> tuple[int, int, int, int, int]:
+def align_spec(config) -> AlignSpec:
+    """`config` itself if it is an AlignSpec, else its family record's spec for it."""
+    if isinstance(config, AlignSpec):
+        return config
+    from tinylm.models import family_of_config
+
+    record = family_of_config(config)
+    if record.align is None:
+        raise TinyLMError(f"the {record.name} family declares no alignment spec; it cannot be "
+                          f"aligned")
+    return record.align(config)
+
+
+def _shape(spec: AlignSpec) -> tuple[int, int, int, int, int]:
     """(n_heads, n_kv_heads, group size, head_dim, ffn_hidden)."""
-    return (config.n_heads, config.n_kv_heads, config.n_heads // config.n_kv_heads,
-            config.head_dim, config.ffn_hidden)
+    return (spec.n_heads, spec.n_kv_heads, spec.n_heads // spec.n_kv_heads,
+            spec.head_dim, spec.ffn_hidden)
 
 
-def _names(i: int) -> tuple[str, str, str]:
-    return f"layers.{i}.attn.wqkv.weight", f"layers.{i}.attn.wo.weight", \
-        f"layers.{i}.mlp.w13.weight"
+def _names(spec: AlignSpec, i: int) -> tuple[str, str, str, str]:
+    """wqkv, wo, w13 and w2 of block i."""
+    block = spec.blocks[i]
+    return (f"{block}.attn.wqkv.weight", f"{block}.attn.wo.weight", f"{block}.mlp.w13.weight",
+            f"{block}.mlp.w2.weight")
 
 
 # --------------------------------------------------------------------------- transforms
 
 def identity_transform(config) -> tuple[list[LayerPerms], list[LayerSigns]]:
     """The do-nothing transform, one entry per layer."""
-    _, n_kv, group, head_dim, hidden = _shape(config)
+    spec = align_spec(config)
+    _, n_kv, group, head_dim, hidden = _shape(spec)
     perms = [LayerPerms(torch.arange(hidden), torch.arange(n_kv),
                         torch.arange(group).repeat(n_kv, 1), torch.arange(head_dim).repeat(n_kv, 1))
-             for _ in range(config.n_layers)]
+             for _ in range(spec.n_layers)]
     signs = [LayerSigns(torch.ones(hidden), torch.ones(n_kv, head_dim // 2),
-                        torch.ones(n_kv, head_dim)) for _ in range(config.n_layers)]
+                        torch.ones(n_kv, head_dim)) for _ in range(spec.n_layers)]
     return perms, signs
 
 
 def random_transform(config, generator: torch.Generator | None = None,
                      ) -> tuple[list[LayerPerms], list[LayerSigns]]:
     """A random element of the symmetry group above, for tests and demonstrations."""
-    _, n_kv, group, head_dim, hidden = _shape(config)
+    spec = align_spec(config)
+    _, n_kv, group, head_dim, hidden = _shape(spec)
 
     def perm(*shape):
         return torch.rand(*shape, generator=generator).argsort(dim=-1)
@@ -107,9 +130,9 @@ def random_transform(config, generator: torch.Generator | None = None,
         return torch.randint(0, 2, shape, generator=generator).float() * 2 - 1
 
     perms = [LayerPerms(perm(hidden), perm(n_kv), perm(n_kv, group), perm(n_kv, head_dim))
-             for _ in range(config.n_layers)]
+             for _ in range(spec.n_layers)]
     signs = [LayerSigns(sign(hidden), sign(n_kv, head_dim // 2), sign(n_kv, head_dim))
-             for _ in range(config.n_layers)]
+             for _ in range(spec.n_layers)]
     return perms, signs
 
 
@@ -125,9 +148,9 @@ def invert_transform(perms: Sequence[LayerPerms], signs: Sequence[LayerSigns],
     return inv_perms, inv_signs
 
 
-def _attention_index(config, p: LayerPerms, s: LayerSigns):
+def _attention_index(spec: AlignSpec, p: LayerPerms, s: LayerSigns):
     """Row gather/sign of wqkv and column gather/sign of wo for one layer."""
-    n_heads, n_kv, group, head_dim, _ = _shape(config)
+    n_heads, n_kv, group, head_dim, _ = _shape(spec)
     dims = torch.arange(head_dim)
     old_q_head = (p.kv[:, None] * group + p.q).reshape(-1)                  # (n_heads,)
     q_rows = (old_q_head[:, None] * head_dim + dims).reshape(-1)
@@ -144,22 +167,22 @@ def _attention_index(config, p: LayerPerms, s: LayerSigns):
 
 def permute_model(state_dict: StateDict, config, perms: Sequence[LayerPerms],
                   signs: Sequence[LayerSigns] | None = None) -> dict[str, torch.Tensor]:
-    """Apply a symmetry transform to a llama-layout state dict; returns a new dict.
+    """Apply a symmetry transform to a state dict; returns a new dict.
 
-    Only `layers.{i}.attn.wqkv`, `.attn.wo`, `.mlp.w13` and `.mlp.w2` change; embeddings and
+    Only each block's `attn.wqkv`, `attn.wo`, `mlp.w13` and `mlp.w2` change; embeddings and
     norms are untouched because the residual stream is not permuted.
     """
+    spec = align_spec(config)
     if signs is None:
-        signs = identity_transform(config)[1]
-    if len(perms) != config.n_layers or len(signs) != config.n_layers:
-        raise TinyLMError(f"need one transform per layer ({config.n_layers}), got "
+        signs = identity_transform(spec)[1]
+    if len(perms) != spec.n_layers or len(signs) != spec.n_layers:
+        raise TinyLMError(f"need one transform per layer ({spec.n_layers}), got "
                           f"{len(perms)} perms and {len(signs)} signs")
-    hidden = config.ffn_hidden
+    hidden = spec.ffn_hidden
     out = dict(state_dict)
     for i, (p, s) in enumerate(zip(perms, signs)):
-        wqkv, wo, w13 = _names(i)
-        w2 = f"layers.{i}.mlp.w2.weight"
-        rows, row_sign, cols, col_sign = _attention_index(config, p, s)
+        wqkv, wo, w13, w2 = _names(spec, i)
+        rows, row_sign, cols, col_sign = _attention_index(spec, p, s)
         out[wqkv] = state_dict[wqkv][rows] * row_sign.to(state_dict[wqkv].dtype)[:, None]
         out[wo] = state_dict[wo][:, cols] * col_sign.to(state_dict[wo].dtype)
         mlp_rows = torch.cat([p.mlp, hidden + p.mlp])
@@ -181,8 +204,9 @@ def _sign(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x >= 0, 1.0, -1.0)
 
 
-def _match_mlp(a: StateDict, b: StateDict, i: int, hidden: int):
-    w13, w2 = f"layers.{i}.mlp.w13.weight", f"layers.{i}.mlp.w2.weight"
+def _match_mlp(a: StateDict, b: StateDict, spec: AlignSpec, i: int):
+    hidden = spec.ffn_hidden
+    _, _, w13, w2 = _names(spec, i)
     gate_a, up_a = a[w13].double().split(hidden)
     gate_b, up_b = b[w13].double().split(hidden)
     down_a, down_b = a[w2].double(), b[w2].double()                       # (dim, hidden)
@@ -191,10 +215,10 @@ def _match_mlp(a: StateDict, b: StateDict, i: int, hidden: int):
     return perm, _sign(signed[torch.arange(hidden), perm])
 
 
-def _heads(sd: StateDict, config, i: int):
+def _heads(sd: StateDict, spec: AlignSpec, i: int):
     """q (H, D, dim), k and v (Hkv, D, dim), wo per head (H, dim, D), all float64."""
-    n_heads, n_kv, _, head_dim, _ = _shape(config)
-    wqkv, wo, _ = _names(i)
+    n_heads, n_kv, _, head_dim, _ = _shape(spec)
+    wqkv, wo, _, _ = _names(spec, i)
     q, k, v = sd[wqkv].double().split([n_heads * head_dim, n_kv * head_dim, n_kv * head_dim])
     dim = q.shape[-1]
     wo_heads = sd[wo].double().reshape(dim, n_heads, head_dim).transpose(0, 1)
@@ -217,10 +241,10 @@ def _value_score(m: torch.Tensor, value_perms: bool) -> torch.Tensor:
     return m.diagonal(dim1=-2, dim2=-1).abs().sum(-1)
 
 
-def _match_attention(a: StateDict, b: StateDict, config, i: int, value_perms: bool):
-    _, n_kv, group, head_dim, _ = _shape(config)
-    q_a, k_a, v_a, wo_a = _heads(a, config, i)
-    q_b, k_b, v_b, wo_b = _heads(b, config, i)
+def _match_attention(a: StateDict, b: StateDict, spec: AlignSpec, i: int, value_perms: bool):
+    _, n_kv, group, head_dim, _ = _shape(spec)
+    q_a, k_a, v_a, wo_a = _heads(a, spec, i)
+    q_b, k_b, v_b, wo_b = _heads(b, spec, i)
     q_pairs, k_pairs = _pair_dots(q_a, q_b), _pair_dots(k_a, k_b)
     wo_cross = torch.einsum("ixj,kxl->ikjl", wo_a, wo_b)                  # (H, H, D, D)
     v_cross = torch.einsum("ajx,blx->abjl", v_a, v_b)                     # (Hkv, Hkv, D, D)
@@ -256,12 +280,13 @@ def align_to(reference_sd: StateDict, other_sd: StateDict, config, value_perms: 
     the (perms, signs) applied, so `permute_model(other_sd, config, perms, signs)` is the result.
     """
     check_compatible(reference_sd, other_sd)
+    spec = align_spec(config)
     perms, signs = [], []
-    for i in range(config.n_layers):
-        mlp_perm, mlp_sign = _match_mlp(reference_sd, other_sd, i, config.ffn_hidden)
-        kv, q, v_perm, rope_sign, v_sign = _match_attention(reference_sd, other_sd, config, i,
+    for i in range(spec.n_layers):
+        mlp_perm, mlp_sign = _match_mlp(reference_sd, other_sd, spec, i)
+        kv, q, v_perm, rope_sign, v_sign = _match_attention(reference_sd, other_sd, spec, i,
                                                              value_perms)
         perms.append(LayerPerms(mlp_perm, kv, q, v_perm))
         signs.append(LayerSigns(mlp_sign, rope_sign, v_sign))
-    aligned = permute_model(other_sd, config, perms, signs)
+    aligned = permute_model(other_sd, spec, perms, signs)
     return (aligned, perms, signs) if return_transform else aligned

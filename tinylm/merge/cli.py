@@ -50,8 +50,7 @@ def cmd_merge(args) -> None:
 
 def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
                t_by_group: dict, gradient: list[float] | None, align: bool) -> Path:
-    from tinylm.config import from_dict
-    from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts
+    from tinylm.merge.slerp import family_layout, merge_state_dicts
     from tinylm.models import get_family
     from tinylm.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -62,20 +61,19 @@ def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
                           f"{b.meta['family']} {b.meta['model_config']})")
     if a.tokenizer.content_hash() != b.tokenizer.content_hash():
         raise TinyLMError(f"{path_a} and {path_b} use different tokenizers")
-    config_cls, model_cls = get_family(a.meta["family"])
-    config = from_dict(config_cls, dict(a.meta["model_config"]))
+    record = get_family(a.meta["family"])
+    config = record.config_from(a.meta["model_config"])
     state_b = b.model_state
     if align:
-        if a.meta["family"] != "llama":
-            raise TinyLMError("--align supports the llama family only")
+        if record.align is None:
+            raise TinyLMError(f"--align is not available for the {record.name} family (its "
+                              f"record declares no permutation spec)")
         from tinylm.merge.align import align_to
 
-        state_b = align_to(a.model_state, state_b, config)
+        state_b = align_to(a.model_state, state_b, record.align(config))
     merged = merge_state_dicts(a.model_state, state_b, t, method=method,
-                               group_of=model_cls.parameter_group, t_by_group=t_by_group or None,
-                               depth_gradient=gradient, n_layers=getattr(config, "n_layers", None),
-                               split_of=llama_fused_splits(config)
-                               if hasattr(config, "ffn_hidden") else None)
+                               t_by_group=t_by_group or None, depth_gradient=gradient,
+                               **family_layout(record, config))
     meta = {"step": None, "tokens_seen": None,
             "merge": {"a": str(path_a), "b": str(path_b), "t": t, "method": method,
                       "t_by_group": t_by_group, "gradient": gradient, "aligned": align}}

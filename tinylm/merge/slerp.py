@@ -25,21 +25,22 @@ Notable choices (see docs/ANCHORS.md section 1 for the mergekit facts they refer
   of one tensor is not a symmetry of the network (ANCHORS section 1): flipping it back would
   change the function, so we do not.
 - Fused tensors. tinylm fuses q/k/v (`wqkv`) and gate/up (`w13`); mergekit sees the Hugging
-  Face layout with separate `q_proj`, `k_proj`, ... and takes one angle per part. Pass
-  `split_of=llama_fused_splits(config)` to merge each part with its own angle and match
-  mergekit's numbers; without it the fused tensor gets a single angle.
+  Face layout with separate `q_proj`, `k_proj`, ... and takes one angle per part. The family
+  record's `fused_splits` gives each part its own angle, which matches mergekit's numbers;
+  without it the fused tensor gets a single angle.
 
-Per-tensor t: a scalar, a per-group override (`t_by_group`, groups from a pluggable
-`group_of(name)`, by default `Llama.parameter_group`), and mergekit-style depth gradients: a
-list of anchor values interpolated linearly at position idx / (n_layers - 1) of the layer index
-parsed from `layers.{i}.`. Tensors outside the layers take a gradient's first value, as mergekit
-reads them at position 0.
+Per-tensor t: a scalar, a per-group override (`t_by_group`, groups from the family record's
+`group_of`), and mergekit-style depth gradients: a list of anchor values interpolated linearly
+at each tensor's depth in [0, 1], which the family record's `depth_of` gives (llama: layer
+i / (n_layers - 1); looped: prelude, then each loop, then coda). Tensors outside the stack of
+blocks take a gradient's first value, as mergekit reads them at position 0. A tensor that
+stacks per-loop pieces along dim 0 (per-loop LoRA, loop embeddings) has one depth per row, and
+each row is merged with its own t.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -51,8 +52,7 @@ DOT_THRESHOLD = 0.9995  # mergekit's value, documented there as "not recommended
 
 TValue = float | Sequence[float]  # a scalar t or a depth gradient (list of anchor values)
 GroupFn = Callable[[str], str]
-
-_LAYER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+DepthFn = Callable[[Sequence[str]], Mapping[str, object]]  # names -> {name: Depth}
 
 
 # --------------------------------------------------------------------------- tensor level
@@ -124,12 +124,6 @@ METHODS: dict[str, Callable[..., tuple[torch.Tensor, str]]] = {
 
 # --------------------------------------------------------------------------- per-tensor t
 
-def layer_index(name: str) -> int | None:
-    """Layer number of a tensor named `...layers.{i}....`, or None outside the layers."""
-    match = _LAYER_RE.search(name)
-    return int(match.group(1)) if match else None
-
-
 def gradient_value(values: Sequence[float], position: float) -> float:
     """mergekit's gradient: anchors spread evenly over [0, 1], linear in between."""
     values = [float(v) for v in values]
@@ -142,41 +136,60 @@ def gradient_value(values: Sequence[float], position: float) -> float:
     return (1.0 - frac) * values[i0] + frac * values[i1]
 
 
-def _resolve(value: TValue, layer: int | None, n_layers: int) -> float:
+def _resolve(value: TValue, depth) -> float | tuple[float, ...]:
+    """t for one tensor: a scalar as is; a gradient at the tensor's depth (its first value
+    outside the stack; one t per row for a per-row depth)."""
     if isinstance(value, (int, float)):
         return _check_t(value)
-    position = 0.0 if layer is None or n_layers <= 1 else layer / (n_layers - 1)
-    return _check_t(gradient_value(value, position))
+    if isinstance(value, (str, bytes)):
+        raise TinyLMError(f"t must be a number or a list of numbers, got {value!r}")
+    if isinstance(depth, tuple):
+        return tuple(_check_t(gradient_value(value, d)) for d in depth)
+    return _check_t(gradient_value(value, 0.0 if depth is None else depth))
+
+
+def reference_layout():
+    """(group_of, depth_of) of the reference family (`tinylm.models.reference_family`), for
+    callers that name no family."""
+    from tinylm.models import reference_family
+
+    record = reference_family()
+    return record.group_of, (lambda names: record.depth_of(names, None))
+
+
+def family_layout(record, config) -> dict:
+    """`merge_state_dicts` keywords for a model of this family and config: its groups, the
+    depth of each tensor and its fused splits, all from the family record."""
+    return {"group_of": record.group_of,
+            "depth_of": lambda names: record.depth_of(names, config),
+            "split_of": record.fused_splits(config) if record.fused_splits else None}
 
 
 def plan_t(names: Sequence[str], t: TValue = 0.5, group_of: GroupFn | None = None,
            t_by_group: Mapping[str, TValue] | None = None,
-           depth_gradient: Sequence[float] | None = None, n_layers: int | None = None,
-           layer_of: Callable[[str], int | None] = layer_index) -> dict[str, float]:
-    """The t each tensor will be merged with.
+           depth_gradient: Sequence[float] | None = None,
+           depth_of: DepthFn | None = None) -> dict[str, float | tuple[float, ...]]:
+    """The t each tensor will be merged with (a tuple: one t per row along dim 0).
 
     Precedence: the tensor's group entry in `t_by_group` (scalar or gradient), then
-    `depth_gradient`, then `t` (which may itself be a gradient list). `n_layers` defaults to
-    1 + the largest layer index in `names`; `layer_of(name)` gives a tensor's depth (default:
-    the `i` of `layers.{i}.`; families with other block names pass their own). A `t_by_group`
+    `depth_gradient`, then `t` (which may itself be a gradient list). Depths come from
+    `depth_of(names)` (see `family_layout`; default: the reference family's layout). A `t_by_group`
     key that matches no tensor is an error: a typo there must not silently fall back.
     """
-    if t_by_group and group_of is None:
-        from tinylm.models.llama import Llama
-        group_of = Llama.parameter_group
-    layers = [layer_of(n) for n in names]
-    if n_layers is None:
-        n_layers = 1 + max((i for i in layers if i is not None), default=0)
+    default_group, default_depth = reference_layout() if (group_of is None
+                                                           or depth_of is None) else (None, None)
+    group_of, depth_of = group_of or default_group, depth_of or default_depth
+    depths = depth_of(list(names))
     default: TValue = depth_gradient if depth_gradient is not None else t
     plan, used = {}, set()
-    for name, layer in zip(names, layers):
+    for name in names:
         value = default
         if t_by_group:
             group = group_of(name)
             if group in t_by_group:
                 value = t_by_group[group]
                 used.add(group)
-        plan[name] = _resolve(value, layer, n_layers)
+        plan[name] = _resolve(value, depths.get(name))
     unused = sorted(set(t_by_group or {}) - used)
     if unused:
         present = sorted({group_of(n) for n in names})
@@ -228,43 +241,27 @@ def check_compatible(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
             raise TinyLMError(f"{what}: tensor {name!r} has dtype {x.dtype} vs {y.dtype}")
 
 
-def llama_fused_splits(config) -> Callable[[str], list[int] | None]:
-    """Row splits of the llama family's fused tensors, for `merge_state_dicts(split_of=...)`:
-    wqkv -> [q, k, v] and w13 -> [gate, up], the tensors mergekit sees in the HF layout."""
-    q_rows = config.n_heads * config.head_dim
-    kv_rows = config.n_kv_heads * config.head_dim
-
-    def split_of(name: str) -> list[int] | None:
-        if name.endswith("attn.wqkv.weight"):
-            return [q_rows, kv_rows, kv_rows]
-        if name.endswith("mlp.w13.weight"):
-            return [config.ffn_hidden, config.ffn_hidden]
-        return None
-
-    return split_of
-
-
 def merge_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
                       t: TValue = 0.5, method: str = "slerp", group_of: GroupFn | None = None,
                       t_by_group: Mapping[str, TValue] | None = None,
                       depth_gradient: Sequence[float] | None = None,
-                      n_layers: int | None = None,
                       split_of: Callable[[str], Sequence[int] | None] | None = None,
-                      layer_of: Callable[[str], int | None] = layer_index,
+                      depth_of: DepthFn | None = None,
                       dot_threshold: float = DOT_THRESHOLD, eps: float = 1e-8,
                       return_stats: bool = False):
     """Merge two state dicts tensor by tensor; t = 0 gives `a`, t = 1 gives `b`.
 
     `method` is "slerp" or "lerp". t per tensor comes from `plan_t` (scalar, per-group and
     depth-gradient settings). `split_of(name)` may return row sizes that split a fused tensor
-    into parts merged separately (see `llama_fused_splits`). Integer and bool tensors are
-    copied from `a`. Returns a new dict, and a `MergeStats` too when `return_stats` is set.
+    into parts merged separately; `family_layout(record, config)` gives group_of, depth_of and
+    split_of for a family. Integer and bool tensors are copied from `a`. Returns a new dict,
+    and a `MergeStats` too when `return_stats` is set.
     """
     if method not in METHODS:
         raise TinyLMError(f"unknown merge method {method!r}; known: {', '.join(sorted(METHODS))}")
     check_compatible(a, b)
     merge_fn, stats = METHODS[method], MergeStats()
-    plan = plan_t(list(a), t, group_of, t_by_group, depth_gradient, n_layers, layer_of)
+    plan = plan_t(list(a), t, group_of, t_by_group, depth_gradient, depth_of)
     out: dict[str, torch.Tensor] = {}
     for name, x in a.items():
         y = b[name]
@@ -273,16 +270,24 @@ def merge_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tenso
             stats.copied.append(name)
             continue
         sizes = split_of(name) if split_of is not None else None
-        if sizes is None:
-            out[name], kind = merge_fn(x, y, plan[name], dot_threshold, eps)
+        t_here = plan[name]
+        if isinstance(t_here, tuple):  # one t per row: each row is its own piece
+            if sizes is not None or len(t_here) != x.shape[0]:
+                raise TinyLMError(f"{name}: {len(t_here)} per-row depths for a tensor of "
+                                  f"{x.shape[0]} rows{' that is also fused' if sizes else ''}")
+            sizes, t_parts = [1] * x.shape[0], list(t_here)
+        elif sizes is None:
+            out[name], kind = merge_fn(x, y, t_here, dot_threshold, eps)
             stats.count(name, kind)
             continue
+        else:
+            t_parts = [t_here] * len(sizes)
         if sum(sizes) != x.shape[0]:
             raise TinyLMError(f"split_of({name!r}) = {sizes} does not add up to the "
                               f"{x.shape[0]} rows of the tensor")
         parts = []
-        for i, (xp, yp) in enumerate(zip(x.split(sizes), y.split(sizes))):
-            merged, kind = merge_fn(xp, yp, plan[name], dot_threshold, eps)
+        for i, (xp, yp, tp) in enumerate(zip(x.split(sizes), y.split(sizes), t_parts)):
+            merged, kind = merge_fn(xp, yp, tp, dot_threshold, eps)
             parts.append(merged)
             stats.count(f"{name}[part {i}]", kind)
         out[name] = torch.cat(parts)

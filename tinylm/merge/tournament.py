@@ -126,17 +126,14 @@ def _parents(tree) -> list:
 def family_merge_fn(family: str, model_config: dict, method: str):
     """SLERP per tensor, with each fused projection (wqkv, w13) split into the parts mergekit
     would see, so every part gets its own angle."""
-    from tinylm.config import from_dict
-    from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts
+    from tinylm.merge.slerp import family_layout, merge_state_dicts
     from tinylm.models import get_family
 
-    config_cls, model_cls = get_family(family)
-    config = from_dict(config_cls, dict(model_config))
-    split_of = llama_fused_splits(config) if hasattr(config, "ffn_hidden") else None
+    record = get_family(family)
+    layout = family_layout(record, record.config_from(model_config))
 
     def merge(a, b, t):
-        return merge_state_dicts(a, b, t, method=method, group_of=model_cls.parameter_group,
-                                 split_of=split_of)
+        return merge_state_dicts(a, b, t, method=method, **layout)
 
     return merge
 

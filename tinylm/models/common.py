@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# %% export (copied into the single-file export; see export/single_file.py)
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019) with a learned gain, no bias."""
@@ -153,3 +155,4 @@ def residual_std(init_std: float, n_residual_layers: int) -> float:
     """Output projections into the residual stream get std / sqrt(2 L), as GPT-2 does, so the
     stream's variance does not grow with depth."""
     return init_std / math.sqrt(2 * max(1, n_residual_layers))
+# %% end export

@@ -16,6 +16,7 @@ card's stated *shape* (tied, vocab 500).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +25,9 @@ from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, SwiGLU, init_linear_,
                                   residual_std, rope_tables)
+from tinylm.models.family import AlignSpec, ExportSpec, Family, Preset
+
+# %% export (copied into the single-file export; see export/single_file.py)
 
 
 @dataclass
@@ -111,13 +115,8 @@ class Llama(nn.Module):
 
     # ------------------------------------------------------------------ forward
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
-                return_hidden: bool = False):
-        """idx (B, T) token ids at positions [pos, pos+T) -> logits (B, T, vocab).
-
-        With `return_hidden`, the final normed hidden states (B, T, dim) are returned instead,
-        for callers (the trainer's chunked loss) that apply the head themselves.
-        """
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0):
+        """idx (B, T) token ids at positions [pos, pos+T) -> logits (B, T, vocab)."""
         length = idx.shape[1]
         if pos + length > self.config.context_len:
             raise ValueError(f"positions up to {pos + length} exceed the context length "
@@ -129,8 +128,7 @@ class Llama(nn.Module):
                 x = tokens + self.think_gate[step - 1] * self.norm(x)
             for i, block in enumerate(self.layers):
                 x = block(x, cos, sin, cache, step * len(self.layers) + i, pos)
-        x = self.norm(x)
-        return x if return_hidden else self.head(x)
+        return self.head(self.norm(x))
 
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
@@ -267,3 +265,88 @@ class FastDecoder:
             gate_up = (x * self._rms_scale(x)) @ w13  # (B, 2 * hidden)
             x = torch.addmm(x, F.silu(gate_up[:, :hidden]).mul_(gate_up[:, hidden:]), w2)
         return (x * self._rms_scale(x)) @ self.head
+# %% end export
+
+
+# --------------------------------------------------------------------------- the record
+
+PRESETS = {
+    "debug": Preset(
+        "A tiny byte-level Llama for tests and smoke runs",
+        model={"dim": 32, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_hidden": 64,
+               "context_len": 64, "tie_embeddings": True},
+        train={"lr": 3e-3, "warmup_steps": 10, "schedule": "cosine", "batch_size": 8}),
+    "glint-1.3": Preset(
+        "Glint-1.3 shape: Llama-style decoder, dim 128, 4 layers, byte-level BPE 500, "
+        "context 256, tied embeddings",
+        model={"dim": 128, "n_layers": 4, "n_heads": 4, "n_kv_heads": 4, "ffn_hidden": 384,
+               "context_len": 256, "rope_base": 10000.0, "tie_embeddings": True},
+        tokenizer={"kind": "bpe", "vocab_size": 500},
+        train={"lr": 8e-4, "warmup_steps": 200, "schedule": "cosine", "weight_decay": 0.05,
+               "grad_clip": 0.5, "beta1": 0.9, "beta2": 0.95, "optimizer": "adamw"}),
+    "glint-mini": Preset(
+        "A small Glint-style Llama for CPU runs: dim 64, 2 layers, 4 heads (2 KV), SwiGLU 192, "
+        "context 128, byte-level BPE 500",
+        model={"dim": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_hidden": 192,
+               "context_len": 128, "tie_embeddings": True},
+        tokenizer={"kind": "bpe", "vocab_size": 500},
+        train={"lr": 3e-3, "warmup_steps": 30, "schedule": "cosine", "weight_decay": 0.05,
+               "grad_clip": 1.0, "beta1": 0.9, "beta2": 0.95, "batch_size": 16}),
+}
+
+_LAYER = re.compile(r"^layers\.(\d+)\.")
+
+
+def block_index(name: str) -> int | None:
+    """i of a tensor named `layers.{i}.…`, None outside the layers."""
+    match = _LAYER.match(name)
+    return int(match.group(1)) if match else None
+
+
+def depth_of(names, config) -> dict[str, float]:
+    """Layer i of n sits at depth i / (n - 1), as mergekit spreads a gradient over layers;
+    embeddings and the final norm are outside the stack. Without a config, n is read off the
+    names."""
+    found = {name: block_index(name) for name in names}
+    n_layers = config.n_layers if config is not None else \
+        1 + max((i for i in found.values() if i is not None), default=0)
+    return {name: 0.0 if n_layers <= 1 else i / (n_layers - 1)
+            for name, i in found.items() if i is not None}
+
+
+def fused_splits(config):
+    """Row splits of the fused projections, for merging: wqkv -> [q, k, v], w13 -> [gate, up],
+    the tensors mergekit sees in the Hugging Face layout. Any family built from llama's `Block`
+    shares it (the looped family does)."""
+    q_rows = config.n_heads * config.head_dim
+    kv_rows = config.n_kv_heads * config.head_dim
+
+    def split_of(name: str) -> list[int] | None:
+        if name.endswith("attn.wqkv.weight"):
+            return [q_rows, kv_rows, kv_rows]
+        if name.endswith("mlp.w13.weight"):
+            return [config.ffn_hidden, config.ffn_hidden]
+        return None
+
+    return split_of
+
+
+def no_weight_decay(name: str, param) -> bool:
+    """Matrices decay; the token embedding (also the tied head) and 1-D tensors (norm gains,
+    thinking gates) do not, as nanoGPT and litgpt do: decaying a norm gain towards zero fights
+    the normalisation."""
+    return param.ndim < 2 or name.startswith("tok_emb")
+
+
+def align_spec(config: LlamaConfig) -> AlignSpec:
+    return AlignSpec(tuple(f"layers.{i}" for i in range(config.n_layers)), config.n_heads,
+                     config.n_kv_heads, config.head_dim, config.ffn_hidden)
+
+
+FAMILY = Family(
+    name="llama", config_class=LlamaConfig, model_class=Llama, presets=PRESETS,
+    groups=("embeddings", "norms", "attention", "mlp", "other"),
+    group_of=Llama.parameter_group, depth_of=depth_of, fused_splits=fused_splits,
+    align=align_spec, no_weight_decay=no_weight_decay,
+    export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama"),
+                      model="Llama", config="LlamaConfig"))

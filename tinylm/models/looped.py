@@ -24,7 +24,7 @@ Notable choices:
   exactly llama's RoPE. (With one rotated pair, as in Blink, the RoPE base has no effect: the
   only frequency is base^0, one radian per position. We keep the card's 1e7 anyway.)
 - Optional block-sparse attention (`sparse_attention`, Blink's card: block 32, top-2, window
-  16) through `sparse_attention.enable_block_sparse`, imported only when set.
+  16) through `sparse_attention.enable_block_sparse`.
 - Continuous thinking (`think_steps`, COCONUT, Hao et al. 2024): see "thinking" below.
 
 Continuous thinking. With think_steps = k the forward pass runs the whole network k + 1 times
@@ -87,7 +87,12 @@ from torch import nn
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, init_linear_,
                                   residual_std, rope_tables)
 from tinylm.models.llama import Block, Llama
+from tinylm.models.family import ExportSpec, Family, Preset
+from tinylm.models.llama import fused_splits
 from tinylm.models.lora import LoopLoRALinear, add_loop_lora, set_active_loop
+from tinylm.models.sparse_attention import BlockSparseConfig, enable_block_sparse
+
+# %% export (copied into the single-file export; see export/single_file.py)
 
 LORA_TARGETS = ("wqkv", "wo", "w13", "w2")
 
@@ -149,8 +154,6 @@ class LoopedConfig:
             if not isinstance(self.sparse_attention, dict):
                 raise ValueError(f"sparse_attention must be a dict of BlockSparseConfig fields "
                                  f"or null, got {self.sparse_attention!r}")
-            from tinylm.models.sparse_attention import BlockSparseConfig
-
             BlockSparseConfig(**self.sparse_attention)  # a bad field fails here, with a message
 
     @property
@@ -239,11 +242,6 @@ class Looped(nn.Module):
         self.loops = c.loops
         self.reset_parameters()
         if c.sparse_attention is not None:
-            from tinylm.models.sparse_attention import (
-                BlockSparseConfig,
-                enable_block_sparse,
-            )
-
             enable_block_sparse(self, BlockSparseConfig(**c.sparse_attention))
 
     def reset_parameters(self):
@@ -285,11 +283,10 @@ class Looped(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0,
-                return_hidden: bool = False, loops: int | None = None):
+                loops: int | None = None):
         """idx (B, T) token ids at positions [pos, pos+T) -> logits (B, T, vocab).
 
-        `loops` overrides the loop count for this call; `return_hidden` gives the final normed
-        hidden states (B, T, dim) instead of logits.
+        `loops` overrides the loop count for this call.
         """
         n_loops = self._check_loops(loops)
         length = idx.shape[1]
@@ -307,8 +304,7 @@ class Looped(nn.Module):
             if step:  # a continuous thought: the last hidden state, fed back beside the token
                 x = tokens + self.think_gate[step - 1] * self.norm(x)
             x = self.trunk(x, cos, sin, cache, step * per_pass, pos, n_loops)
-        x = self.norm(x)
-        return x if return_hidden else self.head(x)
+        return self.head(self.norm(x))
 
     def embed(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx)  # (B, T, emb_dim or dim)
@@ -374,3 +370,88 @@ class Looped(nn.Module):
             key += notes.get(name, "")
             parts[key] = parts.get(key, 0) + p.numel()
         return parts
+# %% end export
+
+
+# --------------------------------------------------------------------------- the record
+
+PRESETS = {
+    "blink-1": Preset(
+        "Blink-1 shape: byte model, dim 3, one shared block looped 2x (8 loop embeddings, "
+        "rank-2 LoRA on wqkv per loop), 1 head, RoPE 1e7, SwiGLU 6, tied, block-sparse "
+        "attention (32/top-2/16)",
+        model={"dim": 3, "n_heads": 1, "n_kv_heads": 1, "ffn_hidden": 6, "context_len": 256,
+               "rope_base": 1e7, "tie_embeddings": True, "n_prelude": 0, "n_coda": 0,
+               "loops": 2, "max_loops": 8, "lora_rank": 2, "lora_targets": ["wqkv"],
+               "sparse_attention": {"block_size": 32, "top_k": 2, "window": 16}},
+        train={"lr": 1.5e-3, "optimizer": "nadamw", "schedule": "wsd", "warmup_steps": 20,
+               "batch_size": 64, "seq_len": 0}),
+    "looped-1m": Preset(
+        "A ~1M looped model for thinking experiments: Glint-1.3's block shape (dim 128, 4 "
+        "heads, SwiGLU 384, BPE 500, context 256), 1 prelude + 1 coda block, one shared block "
+        "looped 8x with rank-16 LoRA per loop",
+        model={"dim": 128, "n_heads": 4, "n_kv_heads": 4, "ffn_hidden": 384, "context_len": 256,
+               "rope_base": 10000.0, "tie_embeddings": True, "n_prelude": 1, "n_coda": 1,
+               "loops": 8, "max_loops": 8, "lora_rank": 16,
+               "lora_targets": ["wqkv", "wo", "w13", "w2"], "think_steps": 0},
+        tokenizer={"kind": "bpe", "vocab_size": 500},
+        train={"lr": 1e-3, "optimizer": "nadamw", "schedule": "wsd", "warmup_steps": 50,
+               "batch_size": 16, "weight_decay": 0.05, "grad_clip": 1.0, "beta1": 0.9,
+               "beta2": 0.95}),
+    "shard-50m": Preset(
+        "Shard-50M shape: factorized embedding (vocab -> 128 -> 640), 4 prelude + 4 coda unique "
+        "blocks, one shared block looped 16x with rank-8 LoRA per loop (all projections), BPE "
+        "8192, context 1024",
+        model={"dim": 640, "n_heads": 10, "n_kv_heads": 10, "ffn_hidden": 1888,
+               "context_len": 1024, "rope_base": 10000.0, "tie_embeddings": True, "emb_dim": 128,
+               "n_prelude": 4, "n_coda": 4, "loops": 16, "max_loops": 16, "lora_rank": 8,
+               "lora_targets": ["wqkv", "wo", "w13", "w2"]},
+        tokenizer={"kind": "bpe", "vocab_size": 8192},
+        train={"lr": 6e-4, "optimizer": "nadamw", "schedule": "wsd", "warmup_steps": 200,
+               "batch_size": 32, "weight_decay": 0.1, "grad_clip": 1.0, "beta1": 0.9,
+               "beta2": 0.95}),
+}
+
+
+def depth_of(names, config: LoopedConfig) -> dict[str, float | tuple[float, ...]]:
+    """Depth in the order a token meets the weights: prelude blocks, then the loops, then the
+    coda blocks, one slot each, spread over [0, 1] (slot / (slots - 1)). A loop's own pieces
+    (its row of the stacked LoRA tensors and of `loop_emb`) sit at that loop's slot; the
+    shared block's full-rank weights serve every loop and sit in the middle of the loops.
+    Loops are counted to max_loops, since every held adapter has its own place in depth."""
+    if config is None:
+        raise ValueError("looped depth needs the model config")
+    p, loops, c = config.n_prelude, config.max_loops, config.n_coda
+    last = max(1, p + loops + c - 1)
+    per_loop = tuple((p + i) / last for i in range(loops))
+    depths: dict[str, float | tuple[float, ...]] = {}
+    for name in names:
+        head, _, rest = name.partition(".")
+        if ".lora_" in name or head == "loop_emb":
+            depths[name] = per_loop
+        elif head == "shared":
+            depths[name] = (p + (loops - 1) / 2) / last
+        elif head in ("prelude", "coda"):
+            index = int(rest.split(".", 1)[0])
+            depths[name] = (index if head == "prelude" else p + loops + index) / last
+    return depths
+
+
+def no_weight_decay(name: str, param) -> bool:
+    """Embeddings (token, factorization, loop) and 1-D tensors are exempt, as in llama."""
+    return param.ndim < 2 or name.startswith(("tok_emb", "emb_proj", "loop_emb"))
+
+
+FAMILY = Family(
+    name="looped", config_class=LoopedConfig, model_class=Looped, presets=PRESETS,
+    groups=("embeddings", "norms", "attention", "mlp", "loop_adapters", "other"),
+    group_of=Looped.parameter_group, depth_of=depth_of, fused_splits=fused_splits,
+    align=None,  # the shared block's per-loop adapters would need permuting too; not built
+    no_weight_decay=no_weight_decay,
+    export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.lora",
+                               "tinylm.models.sparse_attention", "tinylm.models.llama",
+                               "tinylm.models.looped"),
+                      model="Looped", config="LoopedConfig",
+                      notes="Looped model: `model.loops = 8` runs the shared block 8 times per "
+                            "token (any count up\nto max_loops; `loops` of MODEL_CONFIG is what "
+                            "tinylm generate uses)."))

@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# %% export (copied into the single-file export; see export/single_file.py)
+
 
 class LoopLoRALinear(nn.Linear):
     """`nn.Linear` (no bias) plus one rank-r delta per loop; `loop` picks the active one."""
@@ -92,3 +94,4 @@ def set_active_loop(layers: list[LoopLoRALinear], loop: int | None) -> None:
     """Point every adapter layer at loop `loop` (None: base weights only)."""
     for layer in layers:
         layer.loop = loop
+# %% end export

@@ -53,6 +53,8 @@ from torch import nn
 
 from tinylm.models.common import CausalSelfAttention
 
+# %% export (copied into the single-file export; see export/single_file.py)
+
 # Per-chunk working set, in tensor elements (16 MiB of float32): the gathered keys and values
 # and the router's scores of one chunk of queries. Bigger buys little on a CPU once the
 # matmuls are this size; smaller adds Python overhead per chunk.
@@ -302,3 +304,4 @@ def disable_block_sparse(model: nn.Module) -> int:
     for layer in layers:
         layer.attention_fn = None
     return len(layers)
+# %% end export

@@ -11,13 +11,14 @@ from tinylm.tokenizers.base import write_text_atomic
 
 
 def card_markdown(pipeline) -> str:
+    from tinylm.models import get_family
     from tinylm.train.checkpoint import load_checkpoint
 
     out, recipe = pipeline.out, pipeline.recipe
     champion = load_checkpoint(out / "champion")
     meta = champion.meta
     model = champion.build_model()
-    parts = model.parameter_breakdown()
+    parts = get_family(model.family).breakdown(model)
     total = sum(parts.values())
     weights_bytes = (out / "champion" / "model.safetensors").stat().st_size
     samples = json.loads((out / "samples.json").read_text())

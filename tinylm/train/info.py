@@ -30,7 +30,10 @@ def _model_for(target: str):
 
 def describe(target: str, data_dir=None) -> str:
     model, title, tok_kind = _model_for(target)
-    parts = model.parameter_breakdown()
+    from tinylm.models import get_family
+
+    record = get_family(model.family)
+    parts = record.breakdown(model)
     total = sum(parts.values())
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     fp32_bytes = len(save(state))
@@ -39,6 +42,12 @@ def describe(target: str, data_dir=None) -> str:
              "", f"{'part':44s} {'params':>12s} {'share':>7s}"]
     for name, count in parts.items():
         lines.append(f"{name:44s} {count:12,d} {100 * count / total:6.2f}%")
-    lines += [f"{'total':44s} {total:12,d}", "",
+    by_group: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        by_group[record.group_of(name)] = by_group.get(record.group_of(name), 0) + p.numel()
+    lines += [f"{'total':44s} {total:12,d}", "", "by merge group (tinylm merge --t-group):"]
+    lines += [f"  {group:42s} {by_group[group]:12,d}" for group in record.groups
+              if group in by_group]
+    lines += ["",
               f"size on disk (safetensors): {fp32_bytes:,} bytes fp32, {bf16_bytes:,} bytes bf16"]
     return "\n".join(lines)
