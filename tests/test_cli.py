@@ -55,3 +55,14 @@ def test_help_and_info():
     assert "train" in run_cli("--help").stdout
     out = run_cli("info", "glint-1.3").stdout
     assert "917,120" in out and "size on disk" in out
+
+
+def test_main_twice_in_one_process(capsys):
+    """Extensions register once: a second main() must not add their subcommands again."""
+    from tinylm.cli import main
+
+    outputs = []
+    for _ in range(2):
+        assert main(["data", "list"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] and "tinystories" in outputs[0]

@@ -15,7 +15,7 @@ from tinylm.errors import TinyLMError
 def cmd_info(args) -> None:
     from tinylm.train.info import describe
 
-    print(describe(args.target, args.data_dir))
+    print(describe(args.target))
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -107,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="parameter count by part and size on disk")
     p.add_argument("target", help="a preset name or a checkpoint folder")
-    p.add_argument("--data-dir")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("tokenizer", help="tokenizer tools")
@@ -155,6 +154,7 @@ _EXTENSIONS: list = []
 
 
 def _load_extensions() -> None:
+    """Fill _EXTENSIONS; idempotent, so main() can be called more than once in one process."""
     import importlib
 
     for module in ("tinylm.eval.cli", "tinylm.merge.cli", "tinylm.export.cli",
@@ -165,7 +165,8 @@ def _load_extensions() -> None:
             if err.name and module.startswith(err.name):
                 continue  # that feature is not installed in this build
             raise
-        _EXTENSIONS.append(mod.register)
+        if mod.register not in _EXTENSIONS:
+            _EXTENSIONS.append(mod.register)
 
 
 def main(argv: list[str] | None = None) -> int:

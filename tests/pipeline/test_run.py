@@ -39,6 +39,17 @@ prompts = ["Once upon a time"]
 max_new_tokens = 20
 """
 
+# `python -c STALL_DRIVER STAGE ARGS...`: the `tinylm ARGS` command, stalled (so it can be
+# killed there) once the pipeline starts STAGE, through the runner's STAGE_HOOKS.
+STALL_DRIVER = """
+import sys, time
+from tinylm.cli import main
+from tinylm.pipeline import runner
+stall_at = sys.argv[1]
+runner.STAGE_HOOKS.append(lambda stage: stage == stall_at and time.sleep(3600))
+raise SystemExit(main(sys.argv[2:]))
+"""
+
 
 def outcome(run):
     champion = load_checkpoint(run / "champion")
@@ -78,9 +89,10 @@ def test_killed_in_every_stage_ends_like_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
     env_b = {**os.environ, "TINYLM_CACHE": str(tmp_path / "cache-b")}
     for stage in STAGES:
-        stall = {} if stage in ("train", "tournament") else {"TINYLM_TEST_STALL_STAGE": stage}
-        child = subprocess.Popen([sys.executable, "-m", "tinylm", "run", str(recipe), "--out",
-                                  str(killed)], env={**env_b, **stall},
+        command = ["run", str(recipe), "--out", str(killed)]
+        launch = (["-m", "tinylm"] if stage in ("train", "tournament") else
+                  ["-c", STALL_DRIVER, stage])
+        child = subprocess.Popen([sys.executable, *launch, *command], env=env_b,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if stage == "train":  # mid-training, after the second checkpoint
             hit = wait_for(lambda: (killed / "checkpoints" / "step_00000060").exists(), child)

@@ -140,4 +140,4 @@ def tokenizer_training_texts(name: str, data_dir=None, val_permille: int = 50,
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use `tinylm data pack` instead")
+    sys.exit("token caches are built by `tinylm train`; `tinylm data list` shows the data sets")

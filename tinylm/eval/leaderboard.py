@@ -57,11 +57,6 @@ def as_entry(name: str, step: int | None, results: dict, arc_metric: str | None 
                  path)
 
 
-def entries_from(items) -> list[Entry]:
-    """Entry objects from (name, step, results) tuples (or Entry objects, kept as they are)."""
-    return [item if isinstance(item, Entry) else as_entry(*item) for item in items]
-
-
 def ranked(entries: list[Entry]) -> list[Entry]:
     def key(e: Entry):
         c = e.composite

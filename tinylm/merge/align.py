@@ -5,7 +5,7 @@ a different order (and with different signs). Averaging them unit by unit then m
 units. Git Re-Basin (Ainsworth et al. 2023; samuela/git-re-basin `src/weight_matching.py`)
 permutes one model's units to match the other's by *weight matching*: for each permutation,
 maximise the summed inner product of the weights it moves, a linear assignment problem. Models
-that share an init or a run generally need none of this (docs/ANCHORS.md section 3).
+that share an init or a run generally need none of this.
 
 The symmetries used here, per layer; each leaves the network's function unchanged:
 

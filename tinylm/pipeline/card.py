@@ -69,7 +69,7 @@ def card_markdown(pipeline) -> str:
 
 
 def write_card(pipeline):
-    path = pipeline.out / "champion" / "MODEL_CARD.md"
-    text = card_markdown(pipeline)
-    write_text_atomic(pipeline.out / "MODEL_CARD.md", text)
+    """Write RUN/MODEL_CARD.md and return its path."""
+    path = pipeline.out / "MODEL_CARD.md"
+    write_text_atomic(path, card_markdown(pipeline))
     return path

@@ -12,6 +12,9 @@
 Progress lives in RUN/pipeline.json (rewritten atomically): a stage listed as done is skipped,
 so a second `tinylm run` redoes nothing, and a killed one continues where it stopped. Scores are
 cached by model hash, so nothing is ever scored twice, across restarts too.
+
+`STAGE_HOOKS` is the one injection point: each hook is called with the stage's name once
+pipeline.json names it as running, just before the stage starts (the kill test stalls there).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,6 +35,10 @@ from tinylm.pipeline.recipe import Recipe
 from tinylm.tokenizers.base import write_text_atomic
 
 STAGES = ("train", "score", "tournament", "champion", "card", "report")
+
+# Called as hook(stage_name) before each stage that runs (not for stages done already), after
+# pipeline.json records it as running. Empty unless a caller (e.g. a test) registers one.
+STAGE_HOOKS: list[Callable[[str], None]] = []
 
 
 class Pipeline:
@@ -78,8 +86,8 @@ class Pipeline:
             self.log(f"[{stage}]")
             self.state["running"] = stage
             self._save_state()
-            if os.environ.get("TINYLM_TEST_STALL_STAGE") == stage:  # lets tests kill here
-                time.sleep(3600)
+            for hook in STAGE_HOOKS:
+                hook(stage)
             started = time.perf_counter()
             getattr(self, f"stage_{stage}")()
             self._mark(stage, time.perf_counter() - started)

@@ -28,7 +28,7 @@ def _model_for(target: str):
     return model, f"preset {target}: {preset.get('description', '')}", tok["kind"]
 
 
-def describe(target: str, data_dir=None) -> str:
+def describe(target: str) -> str:
     model, title, tok_kind = _model_for(target)
     from tinylm.models import get_family
 

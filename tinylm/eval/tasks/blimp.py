@@ -5,11 +5,11 @@ an empty context, so it is conditioned on the prefix token (EOS here), and a pai
 the good sentence's total log-probability beats the bad one's. `limit` takes the first N pairs
 of *each* paradigm, as lm-eval's --limit does per subtask.
 
-Ties. lm-eval takes argmax over [good, bad], so an exact tie counts as right (ANCHORS.md
-gotcha 3). That rewards degenerate models: one with constant logits ties on every pair whose
-sentences have the same token count and would score far above chance. By default a tie counts
-half (`blimp_ties = half`, the expected score of a coin flip); `acc_ties_correct` is lm-eval's
-number, for cross-checks, and `ties` says how many pairs tied.
+Ties. lm-eval takes argmax over [good, bad], so an exact tie counts as right (np.argmax
+sends ties to index 0). That rewards degenerate models: one with constant logits ties on every
+pair whose sentences have the same token count and would score far above chance. By default a
+tie counts half (`blimp_ties = half`, the expected score of a coin flip); `acc_ties_correct` is
+lm-eval's number, for cross-checks, and `ties` says how many pairs tied.
 
 All paradigms have 1,000 pairs, so the pooled accuracy equals lm-eval's group score (an
 unweighted mean over subtasks); per-paradigm (UID) and per-field breakdowns come with it.

@@ -1,6 +1,6 @@
 """WikiText-2 (Merity et al. 2016), raw test split: cross-entropy, perplexities, bits per byte.
 
-Follows lm-eval's `wikitext` task (wikitext.yaml, preprocess_wikitext.py; ANCHORS.md section 2):
+Follows lm-eval's `wikitext` task (lm_eval/tasks/wikitext/wikitext.yaml, preprocess_wikitext.py):
 - documents are the articles of `wiki.test.raw`, split where EleutherAI's
   `wikitext_document_level` data set splits them (62 in the test split);
 - the *detokenised* page is scored (`detokenize`), but words (`re.split(r"\\s+")`) and UTF-8
