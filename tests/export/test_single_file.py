@@ -293,9 +293,12 @@ def test_settings_the_template_lacks_are_refused(tmp_path):
 
 
 def test_unknown_family_is_refused(byte_export, tmp_path, monkeypatch):
-    from tinylm.export import single_file
+    import dataclasses
 
-    monkeypatch.setattr(single_file, "FAMILY_SOURCES", {})
+    from tinylm.export import single_file
+    from tinylm.models import _FAMILIES, get_family
+
+    monkeypatch.setitem(_FAMILIES, "llama", dataclasses.replace(get_family("llama"), export=None))
     with pytest.raises(TinyLMError, match="export of family 'llama' not supported yet"):
         export_single_file(byte_export[0], tmp_path / "x.py")
     monkeypatch.undo()

@@ -438,29 +438,27 @@ class LMScorer:
 
     @torch.inference_mode()
     def generate_until(self, requests: Sequence[tuple[str, dict]]) -> list[str]:
-        """Greedy continuation of each context until a stop string, EOS or max_gen_toks.
+        """Greedy continuation of each context until a stop string, EOS or max_gen_toks, through
+        the generation engine's decode loop (KV cache when the model has one)."""
+        from tinylm.infer.generate import decode_batch
+        from tinylm.infer.sampling import SamplingConfig
 
-        Plain re-encoding of the last context_len tokens each step (no KV cache), so it works
-        for any model with the forward above; fine for the short answers benchmarks ask for.
-        """
-        device, results = _device(self.model), []
+        greedy, results = SamplingConfig(temperature=0.0), []
         for context, kwargs in requests:
             until = [s for s in (kwargs or {}).get("until") or [] if s]
             budget = int((kwargs or {}).get("max_gen_toks", 256))
-            ids = self.tokenizer.encode(context) or [self.prefix_id]
             new: list[int] = []
-            text = ""
-            for _ in range(budget):
-                window = torch.tensor([(ids + new)[-self.context_len:]], device=device)
-                token = int(self.model(window)[0, -1].argmax())
-                if token == self.prefix_id:
-                    break
+
+            def reached_stop(row: int, token: int) -> bool:
                 new.append(token)
                 text = self.tokenizer.decode(new)
-                if any(stop in text for stop in until):
-                    break
+                return any(stop in text for stop in until)
+
+            ids = self.tokenizer.encode(context) or [self.prefix_id]
+            decode_batch(self.model, [ids], budget, greedy, eos_id=self.prefix_id,
+                         on_token=reached_stop)
+            text = self.tokenizer.decode(new)
             for stop in until:
                 text = text.split(stop)[0]
             results.append(text)
         return results
-

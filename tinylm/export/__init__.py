@@ -6,9 +6,8 @@ registered by `tinylm.export.cli`.
 """
 
 from tinylm.export.single_file import (
-    FAMILY_SOURCES,
     TOKENIZER_SOURCES,
     export_single_file,
 )
 
-__all__ = ["FAMILY_SOURCES", "TOKENIZER_SOURCES", "export_single_file"]
+__all__ = ["TOKENIZER_SOURCES", "export_single_file"]

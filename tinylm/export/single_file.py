@@ -8,14 +8,20 @@ checkpoint. Its layout, top to bottom:
 
     docstring (what it is, how to run it), imports (torch and the standard library)
     MODEL_CONFIG, WEIGHTS_SHA256, ...           the checkpoint's settings
-    layers, then the family's model             standalone/layers.py, standalone/<family>.py
+    the family's model                          the `# %% export` regions of its modules
     the tokenizer                               standalone/tok_<kind>.py
-    loader, sampler, generation, command line   standalone/runtime.py
+    sampler and decode loop                     regions of infer/sampling.py, infer/generate.py
+    loader, generation, command line            standalone/runtime.py
     TOKENIZER = {...}, WEIGHTS = \"\"\"...\"\"\"        data: tokenizer tables, base64 safetensors
     if __name__ == "__main__": ...
 
-Each family brings its own forward pass (`FAMILY_SOURCES`), each tokenizer kind its own encoder
-(`TOKENIZER_SOURCES`); see `standalone/__init__.py` for the rules a part follows. The weights
+The model is not a copy: the family record's `export` names the modules (`tinylm/models/*.py`)
+whose regions between `# %% export` and `# %% end export` are pasted in, so the exported model
+*is* tinylm's model code, and so are the sampler and the decode loop (one decode loop serves
+`tinylm generate`, evaluation and this file). A region may not import anything: the header
+imports torch and the standard library, and the regions define the rest, in order. Each
+tokenizer kind brings a pure-Python encoder (`TOKENIZER_SOURCES`): those replace the Rust and
+C++ tokenizer libraries, which is the point of a torch-only file. The weights
 are the checkpoint's `model.safetensors`, byte for byte: base64 in the file by default, or
 beside it (`weights="beside"`: `infer.safetensors` next to `infer.py`, checked by sha256 when
 loaded). A Blink-shaped model (1,086 parameters) makes a 38 KB file, nearly all of it code; a
@@ -27,8 +33,8 @@ pre-tokenization and ranked merges, as `tokenizers` does them) and SentencePiece
 (Viterbi with SentencePiece's float32 scoring); the tests compare them with `tokenizers` and
 `sentencepiece` on TinyStories, WikiText-2 and FineWeb-Edu text.
 
-Same text, not just similar: the exported model repeats tinylm's operations call for call, the
-sampler is tinylm's, and the export checks itself before returning (it loads the written file
+Same text, not just similar: the model, sampler and loop are tinylm's own code, and the export
+checks itself before returning (it loads the written file
 and compares, with tinylm, its tokenizer's ids on a sample text, its logits over a full context
 through the KV cache, bit for bit, and a short sampled continuation). Exactness holds on the same torch version and device; another
 torch version may round differently and drift after some tokens.
@@ -36,6 +42,7 @@ torch version may round differently and drift after some tokens.
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import importlib.util
@@ -51,10 +58,14 @@ from tinylm.errors import TinyLMError
 
 PARTS = Path(__file__).with_name("standalone")
 MARKER = "# %% export"
+END_MARKER = "# %% end export"
 HEADER_IMPORTS = """\
+from __future__ import annotations
+
 import argparse
 import base64
 import codecs
+import contextlib
 import hashlib
 import itertools
 import json
@@ -64,19 +75,21 @@ import struct
 import sys
 import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")  # torch runs without it
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+class TinyLMError(ValueError):
+    \"\"\"What tinylm raises for bad settings; a ValueError here.\"\"\"
 """
 
-# Family name -> the parts, in order, that define its ModelConfig and Model.
-FAMILY_SOURCES: dict[str, tuple[str, ...]] = {
-    "llama": ("layers.py", "llama.py"),
-    "looped": ("layers.py", "sparse_attention.py", "looped.py"),
-}
+# The engine's regions, after the model's: the sampler, then the decode loop.
+ENGINE_SOURCES = ("tinylm.infer.sampling", "tinylm.infer.generate")
 # Tokenizer kind -> the part that defines its Tokenizer.
 TOKENIZER_SOURCES: dict[str, str] = {
     "bytes": "tok_bytes.py",
@@ -91,7 +104,7 @@ WEIGHTS_LINE = 100  # base64 characters per line of the embedded weights
 # --------------------------------------------------------------------------- parts
 
 def part_source(name: str) -> str:
-    """The exported body of a part: everything after its `# %% export` line."""
+    """The exported body of a standalone part: everything after its `# %% export` line."""
     text = (PARTS / name).read_text(encoding="utf-8")
     _, found, body = text.partition(MARKER + "\n")
     if not found:
@@ -99,35 +112,68 @@ def part_source(name: str) -> str:
     return body.strip("\n") + "\n"
 
 
+def region_source(module_name: str) -> str:
+    """The `# %% export` ... `# %% end export` regions of a module (a region without an end
+    runs to the end of the file), joined. A region may not import: it must run on the header's
+    imports and the regions before it."""
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    text = Path(module.__file__).read_text(encoding="utf-8")
+    regions, inside, current = [], False, []
+    for line in text.splitlines():
+        if line.startswith(END_MARKER):
+            inside = False
+            regions.append("\n".join(current).strip("\n"))
+            current = []
+        elif line.startswith(MARKER):
+            inside = True
+        elif inside:
+            current.append(line)
+    if inside:
+        regions.append("\n".join(current).strip("\n"))
+    if not regions:
+        raise TinyLMError(f"{module_name} has no {MARKER!r} region to export")
+    body = "\n\n\n".join(regions) + "\n"
+    imports = [node.lineno for node in ast.walk(ast.parse(body))
+               if isinstance(node, ast.Import | ast.ImportFrom)]
+    if imports:
+        raise TinyLMError(f"{module_name}: an export region imports (region line {imports[0]}); "
+                          f"move the import above the region")
+    return body
+
+
 def _section(title: str, body: str) -> str:
     bar = "# " + "=" * 98
     return f"{bar}\n# {title}\n{bar}\n\n{body}"
 
 
-def _sources_for(family: str, kind: str) -> tuple[tuple[str, ...], str]:
-    if family not in FAMILY_SOURCES:
-        raise TinyLMError(f"export of family {family!r} not supported yet (single-file export "
-                          f"knows: {', '.join(sorted(FAMILY_SOURCES))})")
+def _export_spec(family: str, kind: str):
+    """The family record's ExportSpec, checked along with the tokenizer kind."""
+    from tinylm.models import get_family
+
+    spec = get_family(family).export
+    if spec is None:
+        raise TinyLMError(f"export of family {family!r} not supported yet (its family record "
+                          f"declares no single-file export)")
     if kind not in TOKENIZER_SOURCES:
         raise TinyLMError(f"export of tokenizer kind {kind!r} not supported (known: "
                           f"{', '.join(sorted(TOKENIZER_SOURCES))})")
-    return FAMILY_SOURCES[family], TOKENIZER_SOURCES[kind]
+    return spec
 
 
 def _check_config_fields(family: str, model_config: dict) -> None:
-    """Every setting of the checkpoint must be one the family's part knows: a setting added to
-    a tinylm model but not to its exported twin would otherwise be silently ignored."""
+    """Every setting of the checkpoint must be a field of the family's config class: one the
+    code does not know would otherwise be silently dropped."""
     import dataclasses
-    import importlib
 
-    part = FAMILY_SOURCES[family][-1].removesuffix(".py")
-    module = importlib.import_module(f"tinylm.export.standalone.{part}")
-    known = {f.name for f in dataclasses.fields(module.ModelConfig)}
+    from tinylm.models import get_family
+
+    config_class = get_family(family).config_class
+    known = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(model_config) - known)
     if unknown:
-        raise TinyLMError(f"export of this {family} checkpoint not supported yet: the single-file "
-                          f"template (tinylm/export/standalone/{part}.py) does not know the "
-                          f"setting(s) {', '.join(unknown)}")
+        raise TinyLMError(f"export of this {family} checkpoint not supported: its config class "
+                          f"{config_class.__name__} does not know the setting(s) "
+                          f"{', '.join(unknown)}")
 
 
 # --------------------------------------------------------------------------- tokenizer data
@@ -276,12 +322,6 @@ def _wrapped(items: list, indent: int, width: int = 100) -> str:
     return "\n".join(lines + [line])
 
 
-FAMILY_NOTES = {
-    "looped": "\nLooped model: `model.loops = 8` runs the shared block 8 times per token (any count up\n"
-              "to max_loops; `loops` of MODEL_CONFIG is what tinylm generate uses).\n",
-}
-
-
 def _docstring(info: dict) -> str:
     import_name = info["stem"] if info["stem"].isidentifier() else "infer"
     weights = ("embedded at the end of this file" if info["embedded"] else
@@ -308,7 +348,7 @@ same flags, on the same torch version and device. From Python:
 generate(model, prompt, temperature, top_k, repetition_penalty, seed, max_new_tokens, top_p)
 returns the continuation; generate_ids works on token ids; load_model(path) loads other
 weights of the same shape (a .safetensors file or a tinylm checkpoint folder).
-{FAMILY_NOTES.get(info["family"], "")}"""
+{info["notes"]}"""
 '''
 
 
@@ -317,19 +357,33 @@ def _plain(text: str) -> str:
     return "".join(ch if " " <= ch <= "~" and ch not in "\\\"" else "_" for ch in text)
 
 
+def model_source(spec) -> str:
+    """The family's model code: the regions of its modules in order, each module once, then
+    the names the runtime uses."""
+    seen, parts = set(), []
+    for name in spec.sources:
+        if name not in seen:
+            seen.add(name)
+            parts.append(f"# from {name}\n\n" + region_source(name))
+    return "\n\n".join(parts) + f"\n\nModel, ModelConfig = {spec.model}, {spec.config}\n"
+
+
 def render(family: str, model_config: dict, tok_data: dict, weights_b64: str | None,
            weights_sha256: str, weights_file: str, info: dict) -> str:
     """The whole exported file as text."""
-    family_parts, tok_part = _sources_for(family, tok_data["kind"])
+    spec = _export_spec(family, tok_data["kind"])
     settings = (_literal("FAMILY", family) + _literal("MODEL_CONFIG", model_config)
                 + _literal("WEIGHTS_SHA256", weights_sha256)
                 + _literal("WEIGHTS_FILE", weights_file)
+                + _literal("TOKENIZER_META", info["tokenizer_meta"])
                 + _literal("DEFAULT_PROMPT", "Once upon a time"))
+    engine = "\n\n".join(f"# from {name}\n\n" + region_source(name) for name in ENGINE_SOURCES)
     code = [_section("settings", settings),
-            _section(f"model: the {family} family", "\n\n".join(part_source(p)
-                                                                 for p in family_parts)),
-            _section(f"tokenizer: {tok_data['kind']}", part_source(tok_part)),
-            _section("loading, sampling, generation, command line", part_source("runtime.py"))]
+            _section(f"model: the {family} family", model_source(spec)),
+            _section(f"tokenizer: {tok_data['kind']}", part_source(TOKENIZER_SOURCES[
+                tok_data["kind"]])),
+            _section("sampling and the decode loop", engine),
+            _section("loading, generation, command line", part_source("runtime.py"))]
     if weights_b64 is None:
         weights = "WEIGHTS = None  # see WEIGHTS_FILE\n"
     else:
@@ -361,7 +415,7 @@ def export_single_file(checkpoint: str | Path, out: str | Path, *, weights: str 
         raise TinyLMError(f"weights must be 'embed' or 'beside', got {weights!r}")
     ckpt = load_checkpoint(checkpoint)
     family, kind = ckpt.meta["family"], ckpt.tokenizer.kind
-    _sources_for(family, kind)  # refuse early, before any work
+    spec = _export_spec(family, kind)  # refuse early, before any work
     _check_config_fields(family, ckpt.meta["model_config"])
     blob = (Path(checkpoint) / "model.safetensors").read_bytes()
     sha = hashlib.sha256(blob).hexdigest()
@@ -376,7 +430,9 @@ def export_single_file(checkpoint: str | Path, out: str | Path, *, weights: str 
             "context": model.config.context_len, "embedded": weights == "embed",
             "weights_file": out.with_suffix(".safetensors").name, "tinylm": __version__,
             "torch": torch.__version__, "stem": _plain(out.stem),
-            "source": f"{_plain(Path(checkpoint).resolve().name)} (step {ckpt.step})"}
+            "source": f"{_plain(Path(checkpoint).resolve().name)} (step {ckpt.step})",
+            "notes": f"\n{spec.notes}\n" if spec.notes else "",
+            "tokenizer_meta": ckpt.tokenizer.describe()}
     text = render(family, ckpt.meta["model_config"], tokenizer_data(ckpt.tokenizer),
                   base64.b64encode(blob).decode("ascii") if weights == "embed" else None,
                   sha, info["weights_file"], info)

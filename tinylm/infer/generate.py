@@ -3,8 +3,9 @@
 The engine works on token ids. Prompts of equal length are prefilled together and decoded in
 one batch; prompts of different lengths go in separate batches (exact, with no padding or
 masks to get wrong). When a sequence reaches the model's context, the cache is rebuilt from the
-last half-context of tokens and decoding goes on: a fixed, documented rule that the exported
-single-file script follows too, so both give the same text for the same seed.
+last half-context of tokens and decoding goes on. `decode_batch` is the one decode loop: the
+exported single-file script carries it verbatim (its `# %% export` region) and evaluation's
+greedy answers run it, so all give the same ids for the same seed.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
     for p in prompts:
         if not p:
             raise TinyLMError("empty prompt: give at least one token of text")
-    generator = torch.Generator(device=_device(model))
+    generator = torch.Generator(device=model_device(model))
     generator.manual_seed(0 if seed is None else seed)
     by_length: dict[int, list[int]] = defaultdict(list)
     for row, p in enumerate(prompts):
@@ -41,14 +42,16 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
     results: list[list[int]] = [[] for _ in prompts]
     for rows in by_length.values():
         with decode_threads(model, len(rows)):
-            outs = _generate_batch(model, [prompts[r] for r in rows], max_new_tokens, sampling,
-                                   generator, eos_id,
-                                   None if on_token is None else
-                                   (lambda i, t, rows=rows: on_token(rows[i], t)))
+            outs = decode_batch(model, [prompts[r] for r in rows], max_new_tokens, sampling,
+                                generator, eos_id,
+                                None if on_token is None else
+                                (lambda i, t, rows=rows: on_token(rows[i], t)))
         for r, out in zip(rows, outs):
             results[r] = out
     return results
 
+
+# %% export (the decode loop: copied into the single-file export; see export/single_file.py)
 
 # Decoding work per step (parameters x rows) up to which one CPU thread beats several.
 ONE_THREAD_WORK = 100_000_000
@@ -66,7 +69,7 @@ def decode_threads(model, batch: int):
     """
     work = batch * sum(p.numel() for p in model.parameters())
     threads = torch.get_num_threads()
-    if _device(model).type != "cpu" or threads == 1 or work > ONE_THREAD_WORK:
+    if model_device(model).type != "cpu" or threads == 1 or work > ONE_THREAD_WORK:
         yield
         return
     torch.set_num_threads(1)
@@ -76,18 +79,24 @@ def decode_threads(model, batch: int):
         torch.set_num_threads(threads)
 
 
-def _device(model) -> torch.device:
+def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id, on_token):
-    """Decode equal-length prompts together; the rows' new ids, each cut at its first eos.
+def decode_batch(model, prompts, max_new_tokens, sampling, generator=None, eos_id=None,
+                 on_token=None):
+    """The decode loop: continue equal-length prompts together; the rows' new ids, each cut at
+    its first eos. What `tinylm generate`, evaluation's greedy answers and the exported single
+    file all run.
 
-    Per step only what the step needs: sample, store the id, check for eos (when given),
-    stream (when asked), one model step. Tokens go into a preallocated (B, T + new) tensor and
-    become lists once at the end; `seen` is kept only when a repetition penalty reads it.
+    The prompt is cut to its last context - 1 ids; when a row reaches the context, the cache is
+    rebuilt from the newest context // 2 ids and decoding goes on. A model without `new_cache`
+    is run on that same window every step (slower, same logits). `on_token(row, id)` gets each
+    id up to the row's eos; if it returns True (exactly), that row is finished (a stop string).
+    Per step only what the step needs: sample, store, check eos, stream, one model step; `seen`
+    is kept only when a repetition penalty reads it.
     """
-    device = _device(model)
+    device = model_device(model)
     context = model.config.context_len
     batch, length = len(prompts), len(prompts[0])
     history = torch.empty(batch, length + max_new_tokens, dtype=torch.long, device=device)
@@ -96,14 +105,16 @@ def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id,
     if sampling.repetition_penalty != 1.0:  # the penalty is the only reader of `seen`
         seen = torch.zeros(batch, model.config.vocab_size, dtype=torch.bool, device=device)
         seen.scatter_(1, history[:, :length], True)
-    window = history[:, max(0, length - (context - 1)):length]
-    cache = model.new_cache(batch, context)
-    logits = model(window, cache, 0)[:, -1]
-    pos = window.shape[1]
-    fast = getattr(model, "fast_decoder", None)
+    start = max(0, length - (context - 1))  # the window the model sees starts here
+    cached = callable(getattr(model, "new_cache", None))
+    cache = model.new_cache(batch, context) if cached else None
+    logits = model(history[:, start:length], cache, 0)[:, -1] if cached else \
+        model(history[:, start:length])[:, -1]
+    pos = length - start
+    fast = getattr(model, "fast_decoder", None) if cached else None
     decoder = fast() if fast is not None else None
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    streamed = [False] * batch  # rows whose eos the stream has passed
+    streamed = [False] * batch  # rows whose eos (or stop) the stream has passed
     made = 0
     while made < max_new_tokens:
         next_ids = sample_next(logits, sampling, seen, generator)  # (B,)
@@ -111,19 +122,23 @@ def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id,
         made += 1
         if on_token is not None:
             _stream(next_ids.tolist(), eos_id, streamed, on_token)
+            if any(streamed):
+                finished |= torch.tensor(streamed, device=device)
         if eos_id is not None:
             finished |= next_ids == eos_id
-            if bool(finished.all()):
-                break
-        if made == max_new_tokens:  # no logits needed after the last token
+        if bool(finished.all()) or made == max_new_tokens:  # no logits needed after that
             break
         if seen is not None:
             seen.scatter_(1, next_ids[:, None], True)
+        end = length + made
         if pos == context:  # the context is full: keep the newest half and rebuild the cache
-            keep = history[:, length + made - context // 2:length + made]
-            cache = model.new_cache(batch, context)
-            logits = model(keep, cache, 0)[:, -1]
-            pos = keep.shape[1]
+            start, pos = end - context // 2, context // 2
+            cache = model.new_cache(batch, context) if cached else None
+            logits = model(history[:, start:end], cache, 0)[:, -1] if cached else \
+                model(history[:, start:end])[:, -1]
+        elif not cached:
+            logits = model(history[:, start:end])[:, -1]
+            pos += 1
         elif decoder is not None:
             logits = decoder.step(next_ids, cache, pos)
             pos += 1
@@ -139,14 +154,14 @@ def _generate_batch(model, prompts, max_new_tokens, sampling, generator, eos_id,
 
 
 def _stream(tokens: list[int], eos_id, streamed: list[bool], on_token) -> None:
-    """Hand each row's new token to on_token, up to (not including) the row's first eos."""
+    """Hand each row's new token to on_token, up to (not including) the row's first eos; a
+    row whose on_token returns True is done too."""
     for row, token in enumerate(tokens):
         if streamed[row]:
             continue
-        if token == eos_id:
+        if token == eos_id or on_token(row, token) is True:
             streamed[row] = True
-        else:
-            on_token(row, token)
+# %% end export
 
 
 class LoadedModel:

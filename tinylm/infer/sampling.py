@@ -15,6 +15,8 @@ import torch
 
 from tinylm.errors import TinyLMError
 
+# %% export (the sampler: copied into the single-file export; see export/single_file.py)
+
 
 @dataclass
 class SamplingConfig:
@@ -62,3 +64,4 @@ def sample_next(logits: torch.Tensor, config: SamplingConfig, seen: torch.Tensor
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     probs = logits.softmax(dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+# %% end export

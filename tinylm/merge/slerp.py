@@ -6,7 +6,7 @@ to `b` (Shoemaker 1985; popularised for model merging by mergekit, arcee-ai/merg
 
     slerp(a, b, t) = sin((1 - t) theta) / sin(theta) * a + sin(t theta) / sin(theta) * b
 
-Notable choices (see docs/ANCHORS.md section 1 for the mergekit facts they refer to):
+Notable choices (the mergekit facts are from arcee-ai/mergekit `mergekit/merge_methods/slerp.py`):
 
 - One angle per tensor, as mergekit does. The three reductions (two norms and the dot product)
   run in float32 (float64 when the inputs are float64); the trigonometry is done on Python
@@ -22,7 +22,7 @@ Notable choices (see docs/ANCHORS.md section 1 for the mergekit facts they refer
   Only when cos < -threshold, where the arc is (numerically) undefined because every great
   circle through a and -a is equally short, do we fall back to lerp, and we *count and name*
   such tensors in `MergeStats.antiparallel` so a tournament can log or skip them. A sign flip
-  of one tensor is not a symmetry of the network (ANCHORS section 1): flipping it back would
+  of one tensor is not a symmetry of the network: flipping it back would
   change the function, so we do not.
 - Fused tensors. tinylm fuses q/k/v (`wqkv`) and gate/up (`w13`); mergekit sees the Hugging
   Face layout with separate `q_proj`, `k_proj`, ... and takes one angle per part. The family

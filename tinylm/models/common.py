@@ -1,6 +1,6 @@
 """Layers shared by every tinylm model family: RMSNorm, RoPE, SwiGLU, causal attention, KV cache.
 
-A layer lives here only once two families use it (see docs/STYLE). The conventions match the
+A layer lives here only once two families use it. The conventions match the
 Llama family as Hugging Face `transformers` writes it (RoPE rotates the two *halves* of each head,
 not interleaved pairs), so a tinylm model exports to `LlamaForCausalLM` by renaming and splitting
 tensors, with no permutation of rows.

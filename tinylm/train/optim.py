@@ -1,8 +1,8 @@
 """Optimizers with weight-decay groups, and their state as flat tensors for safetensors.
 
-Weight decay applies to matrices only: embeddings, norms' gains and any 1-D tensor are exempt,
-as in nanoGPT and most Llama recipes (decaying a norm gain towards 0 fights the normalisation).
-The tied embedding *is* the output head; we exempt it too, like litgpt does for embeddings.
+Which parameters are exempt from weight decay is the family record's call
+(`Family.no_weight_decay`): for llama and looped, embeddings and every 1-D tensor, as in nanoGPT
+and litgpt.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ OPTIMIZERS = ("adamw", "nadamw")
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    from tinylm.models import get_family
+
+    exempt = get_family(model.family).no_weight_decay
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        exempt = p.ndim < 2 or "emb" in name or "norm" in name
-        (no_decay if exempt else decay).append(p)
+        if p.requires_grad:
+            (no_decay if exempt(name, p) else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay},
             {"params": no_decay, "weight_decay": 0.0}]
 

@@ -1,11 +1,9 @@
-"""Exported part: weights loader, sampler, generation loop and command line.
+"""Exported part: weights loader, generation for one prompt, and the command line.
 
-The sampler and the loop restate `tinylm.infer.sampling.sample_next` and
-`tinylm.infer.generate._generate_batch` for one prompt, step for step: the same seeded
-`torch.Generator`, one `torch.multinomial` draw per token, the repetition penalty over every id
-seen (the whole prompt included), the prompt cut to its last context - 1 ids, and, when the
-context is full, the cache rebuilt from the last context // 2 ids. Any change there must be
-made here too; the export tests compare the two outputs token for token.
+The sampler and the decode loop are not here: the exported file carries tinylm's own
+(`tinylm.infer.sampling` and `tinylm.infer.generate.decode_batch`, their export regions), and
+`generate_ids` below only wraps them for one prompt, with the same seeded generator as
+`tinylm generate`, so both write the same ids.
 """
 
 from __future__ import annotations
@@ -20,11 +18,13 @@ import sys
 
 import torch
 
-# Stand-ins for what the generated file defines elsewhere (the family and tokenizer parts and
-# the data section); they let this module be imported and linted on its own.
-Model = ModelConfig = Tokenizer = None
+# Stand-ins for what the generated file defines elsewhere (the model, tokenizer and engine
+# sections and the data section); they let this module be imported and linted on its own.
+Model = ModelConfig = Tokenizer = SamplingConfig = decode_batch = decode_threads = None
+model_device = None
 MODEL_CONFIG: dict = {}
 TOKENIZER: dict = {}
+TOKENIZER_META: dict = {}
 WEIGHTS: str | None = None
 WEIGHTS_FILE = ""
 WEIGHTS_SHA256 = ""
@@ -59,26 +59,52 @@ def read_safetensors(blob: bytes) -> dict:
 
 def weights_blob(path=None) -> bytes:
     """The safetensors bytes: this file's own (embedded, or the side file written with it,
-    checked against the recorded sha256), or those at `path` (a .safetensors file or a tinylm
-    checkpoint folder)."""
+    checked against the recorded sha256), or those at `path`: a .safetensors file, or a tinylm
+    checkpoint folder, whose weights are checked against the sha256 its meta.json records and
+    whose tokenizer must be this file's."""
     if path is None and WEIGHTS is not None:
         blob = base64.b64decode(WEIGHTS)
     else:
         own = path is None
         if own:
             path = os.path.join(os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE)
+        expected = WEIGHTS_SHA256 if own else _checkpoint_sha256(path)
         if os.path.isdir(path):
             path = os.path.join(path, "model.safetensors")
         if not os.path.isfile(path):
             raise ValueError(f"weights file not found: {path}")
         with open(path, "rb") as f:
             blob = f.read()
-        if not own:
+        if expected is None:
             return blob
+        if hashlib.sha256(blob).hexdigest() != expected:
+            raise ValueError(f"{path}: the weights do not match the sha256 recorded for them: "
+                             f"corrupt or replaced")
+        return blob
     if hashlib.sha256(blob).hexdigest() != WEIGHTS_SHA256:
         raise ValueError("the weights do not match the sha256 this file records: corrupt or "
                          "replaced")
     return blob
+
+
+def _checkpoint_sha256(path):
+    """For a tinylm checkpoint folder: the weights' sha256 from its meta.json, after checking
+    that its tokenizer is this file's. None for a bare .safetensors file."""
+    meta_path = os.path.join(path, "meta.json")
+    if not os.path.isdir(path) or not os.path.isfile(meta_path):
+        return None
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        recorded, tokenizer = meta["files"]["model.safetensors"], meta["tokenizer"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"{meta_path}: not a readable tinylm checkpoint") from None
+    if tokenizer != TOKENIZER_META:
+        raise ValueError(f"{path}: its tokenizer ({tokenizer.get('kind')}, vocab "
+                         f"{tokenizer.get('vocab_size')}) is not this file's "
+                         f"({TOKENIZER_META.get('kind')}, vocab "
+                         f"{TOKENIZER_META.get('vocab_size')})")
+    return recorded
 
 
 def load_model(weights=None, device="cpu"):
@@ -89,46 +115,16 @@ def load_model(weights=None, device="cpu"):
     """
     config = ModelConfig(**MODEL_CONFIG)
     model = Model(config)
-    model.load_state_dict(read_safetensors(weights_blob(weights)), strict=True)
+    state = read_safetensors(weights_blob(weights))
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    got = {name: tuple(t.shape) for name, t in state.items()}
+    if got != expected:
+        odd = sorted(set(got) ^ set(expected)) or [n for n in expected if got[n] != expected[n]]
+        raise ValueError(f"these weights do not fit this file's model (first difference: "
+                         f"{odd[0]}); export their checkpoint instead")
+    model.load_state_dict(state, strict=True)
     model.tokenizer = Tokenizer(TOKENIZER)
     return model.to(device).eval(), config
-
-
-# --------------------------------------------------------------------------- sampling
-
-def check_settings(temperature, top_k, top_p, repetition_penalty):
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0, got {top_k}")
-    if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if repetition_penalty <= 0:
-        raise ValueError(f"repetition_penalty must be > 0, got {repetition_penalty}")
-
-
-def sample_next(logits, seen, generator, temperature, top_k, top_p, repetition_penalty):
-    """logits (1, V) -> next id (1,). Repetition penalty on seen ids (positive logits divided,
-    negative multiplied), temperature (0: greedy), top-k, top-p, one multinomial draw."""
-    logits = logits.float()
-    if repetition_penalty != 1.0:
-        penalised = torch.where(logits > 0, logits / repetition_penalty,
-                                logits * repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_k and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the first over p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 # --------------------------------------------------------------------------- generation
@@ -136,44 +132,19 @@ def sample_next(logits, seen, generator, temperature, top_k, top_p, repetition_p
 @torch.inference_mode()
 def generate_ids(model, prompt_ids, max_new_tokens=100, temperature=0.8, top_k=0, top_p=1.0,
                  repetition_penalty=1.0, seed=0, eos_id=None, on_token=None) -> list[int]:
-    """Continue a list of ids by up to max_new_tokens ids (EOS stops, and is not returned)."""
-    check_settings(temperature, top_k, top_p, repetition_penalty)
+    """Continue a list of ids by up to max_new_tokens ids (EOS stops, and is not returned);
+    `on_token(id)` gets each id as it comes."""
+    sampling = SamplingConfig(temperature, top_k, top_p, repetition_penalty)
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     if not prompt_ids:
         raise ValueError("empty prompt: give at least one token")
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device)
+    generator = torch.Generator(device=model_device(model))
     generator.manual_seed(0 if seed is None else seed)
-    context, vocab = model.config.context_len, model.config.vocab_size
-    history = torch.tensor([prompt_ids], device=device)  # (1, T): every id so far
-    seen = torch.zeros(1, vocab, dtype=torch.bool, device=device)
-    seen.scatter_(1, history, True)
-    window = history[:, -(context - 1):] if history.shape[1] >= context else history
-    cache = model.new_cache(1, context)
-    logits = model(window, cache, 0)[:, -1]
-    pos = window.shape[1]
-    out = []
-    for _ in range(max_new_tokens):
-        next_ids = sample_next(logits, seen, generator, temperature, top_k, top_p,
-                               repetition_penalty)  # (1,)
-        token = int(next_ids[0])
-        if eos_id is not None and token == eos_id:
-            break
-        out.append(token)
-        if on_token is not None:
-            on_token(token)
-        seen[torch.arange(1, device=device), next_ids] = True
-        history = torch.cat([history, next_ids[:, None]], dim=1)
-        if pos == context:  # the context is full: keep the newest half, rebuild the cache
-            keep = history[:, -(context // 2):]
-            cache = model.new_cache(1, context)
-            logits = model(keep, cache, 0)[:, -1]
-            pos = keep.shape[1]
-        else:
-            logits = model(next_ids[:, None], cache, pos)[:, -1]
-            pos += 1
-    return out
+    stream = None if on_token is None else (lambda row, token: on_token(token))
+    with decode_threads(model, 1):
+        return decode_batch(model, [list(prompt_ids)], max_new_tokens, sampling, generator,
+                            eos_id, stream)[0]
 
 
 def generate(model, prompt, temperature=0.8, top_k=0, repetition_penalty=1.0, seed=0,
