@@ -56,12 +56,18 @@ def cmd_train(args) -> None:
 # --------------------------------------------------------------------------- generate
 
 def cmd_generate(args) -> None:
-    import tinylm
+    from dataclasses import asdict
 
-    model = tinylm.load(args.checkpoint, device=args.device)
+    import tinylm
+    from tinylm.config import given_flags
+    from tinylm.infer.settings import SamplingConfig
+
+    sampling = SamplingConfig(**given_flags(args, SamplingConfig))  # validated before loading
+    if args.n < 0:
+        raise TinyLMError(f"-n must be >= 0, got {args.n}")
     prompts = _read_prompts(args)
-    settings = dict(max_new_tokens=args.n, temperature=args.temperature, top_k=args.top_k,
-                    top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    model = tinylm.load(args.checkpoint, device=args.device)
+    settings = dict(max_new_tokens=args.n, seed=args.seed, **asdict(sampling))
     if len(prompts) == 1:
         sys.stdout.write(prompts[0])
         model.generate(prompts[0], stream=lambda s: (sys.stdout.write(s), sys.stdout.flush()),
@@ -98,6 +104,8 @@ def _read_prompts(args) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from tinylm import __version__
+    from tinylm.config import add_dataclass_flags
+    from tinylm.infer.settings import SamplingConfig
 
     parser = argparse.ArgumentParser(
         prog="tinylm", description="Train, score, SLERP-merge and ship tiny language models. "
@@ -136,11 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt")
     p.add_argument("--prompts-file", help="one prompt per line: batched generation")
     p.add_argument("-n", type=int, default=200, help="new tokens")
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(p, SamplingConfig)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_generate)
 

@@ -136,16 +136,31 @@ def _console():
     return console if console.is_terminal else Console(width=max(console.width, 160))
 
 
-def _common(p) -> None:
+def add_scoring_flags(p) -> None:
+    """--bench, --limit, --data-dir and one flag per EvalSettings field: what `tinylm eval`,
+    `tinylm leaderboard` and `tinylm tournament` score with (read back by `scoring_from_args`)."""
     from tinylm.config import add_dataclass_flags
-    from tinylm.eval.harness import DEFAULT_BENCHES, DEFAULT_TIMEOUT
-    from tinylm.eval.settings import EvalSettings
+    from tinylm.eval.settings import DEFAULT_BENCHES, EvalSettings
 
     p.add_argument("--bench", default=DEFAULT_BENCHES,
                    help="comma-separated: wikitext2, blimp, arc_easy, arc_challenge")
     p.add_argument("--limit", type=int, help="first N items of each (sub)task for a quick look: "
                                              "N pairs per BLiMP paradigm, N ARC questions, "
                                              "N WikiText-2 articles")
+    p.add_argument("--data-dir")
+    add_dataclass_flags(p, EvalSettings)
+
+
+def scoring_from_args(args):
+    from tinylm.eval.settings import ScoringConfig
+
+    return ScoringConfig(bench=args.bench, limit=args.limit, settings=_settings(args))
+
+
+def _common(p) -> None:
+    from tinylm.eval.settings import DEFAULT_TIMEOUT
+
+    add_scoring_flags(p)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help="seconds per benchmark before its process is killed")
     p.add_argument("--threads", type=int, default=0,
@@ -154,8 +169,6 @@ def _common(p) -> None:
                    help="benchmark processes at a time (0: one per core)")
     p.add_argument("--cache-dir", help="eval cache (default $TINYLM_CACHE/eval or "
                                        "~/.cache/tinylm/eval)")
-    p.add_argument("--data-dir")
-    add_dataclass_flags(p, EvalSettings)
 
 
 def register(sub) -> None:

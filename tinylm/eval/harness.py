@@ -55,13 +55,11 @@ from tinylm.eval.results import (
     read_result,
     write_json,
 )
-from tinylm.eval.settings import ARC_METRICS, EvalSettings
+from tinylm.eval.settings import (ARC_METRICS, COMPOSITE_BENCHES, DEFAULT_BENCHES,  # noqa: F401
+                                  DEFAULT_TIMEOUT, EvalSettings)
 from tinylm.eval.tasks import BENCHMARKS, get_benchmark
 
 HARNESS_VERSION = "1.0"
-COMPOSITE_BENCHES = ("wikitext2", "blimp", "arc_easy")
-DEFAULT_BENCHES = ",".join(COMPOSITE_BENCHES)
-DEFAULT_TIMEOUT = 3600.0
 REPORT_FORMAT = "tinylm-eval"
 
 

@@ -11,6 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 
 from tinylm.errors import TinyLMError
 
+COMPOSITE_BENCHES = ("wikitext2", "blimp", "arc_easy")
+DEFAULT_BENCHES = ",".join(COMPOSITE_BENCHES)  # the one place the default benchmark list lives
+DEFAULT_TIMEOUT = 3600.0  # seconds per benchmark process
 ARC_METRICS = ("acc", "acc_norm", "acc_bytes")
 TIE_RULES = ("half", "correct", "wrong")
 WIKITEXT_MODES = ("document", "file")
@@ -74,3 +77,33 @@ class EvalSettings:
         if unknown:
             raise TinyLMError(f"unknown eval setting(s) {unknown}; valid: {sorted(known)}")
         return cls(**data)
+
+
+@dataclass
+class ScoringConfig:
+    """What every model of a tournament or a `tinylm run` is scored with: the benchmarks, an
+    optional item limit, and the EvalSettings. A recipe's [eval] table and the tournament's
+    flags are flat; `from_flat` sorts their keys into this."""
+
+    bench: str = DEFAULT_BENCHES
+    limit: int | None = None
+    settings: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self):
+        if isinstance(self.settings, dict):
+            self.settings = EvalSettings.from_dict(self.settings)
+        if self.limit is not None and (isinstance(self.limit, bool) or int(self.limit) < 1
+                                       or int(self.limit) != self.limit):
+            raise TinyLMError(f"limit must be a whole number >= 1, got {self.limit}")
+
+    @classmethod
+    def from_flat(cls, data: dict | None, where: str = "eval settings") -> ScoringConfig:
+        data = dict(data or {})
+        own = {k: data.pop(k) for k in ("bench", "limit") if k in data}
+        try:
+            return cls(settings=EvalSettings.from_dict(data), **own)
+        except TinyLMError as err:
+            raise TinyLMError(f"{where}: {err}") from None
+
+    def to_flat(self) -> dict:
+        return {"bench": self.bench, "limit": self.limit, **self.settings.to_dict()}

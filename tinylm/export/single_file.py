@@ -88,8 +88,8 @@ class TinyLMError(ValueError):
     \"\"\"What tinylm raises for bad settings; a ValueError here.\"\"\"
 """
 
-# The engine's regions, after the model's: the sampler, then the decode loop.
-ENGINE_SOURCES = ("tinylm.infer.sampling", "tinylm.infer.generate")
+# The engine's regions, after the model's: sampling settings, the sampler, the decode loop.
+ENGINE_SOURCES = ("tinylm.infer.settings", "tinylm.infer.sampling", "tinylm.infer.generate")
 # Tokenizer kind -> the part that defines its Tokenizer.
 TOKENIZER_SOURCES: dict[str, str] = {
     "bytes": "tok_bytes.py",

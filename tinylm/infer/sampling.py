@@ -9,31 +9,11 @@ generator, so a fixed seed gives the same text. Temperature 0 means greedy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from tinylm.errors import TinyLMError
+from tinylm.infer.settings import SamplingConfig  # noqa: F401  (re-exported: the sampler's input)
 
 # %% export (the sampler: copied into the single-file export; see export/single_file.py)
-
-
-@dataclass
-class SamplingConfig:
-    temperature: float = 0.8
-    top_k: int = 0              # 0 disables
-    top_p: float = 1.0          # 1 disables
-    repetition_penalty: float = 1.0
-
-    def __post_init__(self):
-        if self.temperature < 0:
-            raise TinyLMError(f"temperature must be >= 0, got {self.temperature}")
-        if self.top_k < 0:
-            raise TinyLMError(f"top_k must be >= 0, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise TinyLMError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise TinyLMError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
 
 
 def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: float):

@@ -2,19 +2,27 @@
 
 - `slerp`:  tensor and state-dict SLERP with per-group t and depth gradients (mergekit-style).
 - `soup`:   uniform and greedy soups (Wortsman et al. 2022).
-- `align`:  permutation/sign alignment of llama checkpoints before merging (Git Re-Basin style).
+- `align`:  permutation/sign alignment before merging (Git Re-Basin style), for families whose
+            record declares an AlignSpec.
 - `recipe`: parse, format and rebuild the `genN_A+B@tX` recipe strings of the model cards.
 
 `align` imports scipy, so it is not imported here; use `from tinylm.merge.align import ...`.
 """
 
-from tinylm.merge.recipe import Leaf, Merge, evaluate_recipe, format_recipe, parse_recipe
-from tinylm.merge.slerp import (METHODS, MergeStats, lerp_tensor, family_layout,
-                                merge_state_dicts, plan_t, slerp_tensor)
-from tinylm.merge.soup import greedy_soup, uniform_soup
+import importlib
 
-__all__ = [
-    "METHODS", "Leaf", "Merge", "MergeStats", "evaluate_recipe", "format_recipe", "greedy_soup",
-    "lerp_tensor", "family_layout", "merge_state_dicts", "parse_recipe", "plan_t",
-    "slerp_tensor", "uniform_soup",
-]
+# name -> the submodule defining it; imported on first use, so that `import tinylm.merge.cli`
+# (and so `tinylm --help`) does not pay for torch
+_EXPORTS = {
+    "Leaf": "recipe", "Merge": "recipe", "evaluate_recipe": "recipe", "format_recipe": "recipe",
+    "parse_recipe": "recipe", "METHODS": "slerp", "MergeStats": "slerp", "lerp_tensor": "slerp",
+    "family_layout": "slerp", "merge_state_dicts": "slerp", "plan_t": "slerp",
+    "slerp_tensor": "slerp", "greedy_soup": "soup", "uniform_soup": "soup",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tinylm.merge' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tinylm.merge.{_EXPORTS[name]}"), name)

@@ -1,8 +1,8 @@
-"""`tinylm merge` (two checkpoints, or a recipe) and `tinylm soup` (the tournament)."""
+"""`tinylm merge` (two checkpoints, a recipe, or a soup of several) and `tinylm tournament`
+(alias `tinylm soup`, its first name): the SLERP tournament over a run's checkpoints."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from tinylm.errors import TinyLMError
@@ -29,23 +29,105 @@ def _parse_floats(text: str, what: str) -> list[float]:
 
 
 def cmd_merge(args) -> None:
-    from tinylm.merge.tournament import build_merge
-
     out = Path(args.out)
     if args.recipe:
-        if args.checkpoints:
-            raise TinyLMError("give either --recipe or two checkpoints, not both")
+        _refuse_with_recipe(args)
+        from tinylm.merge.tournament import build_merge
+
         run = Path(args.run or ".")
         build_merge(args.recipe, run / "checkpoints" if (run / "checkpoints").is_dir() else run,
                     out, args.method)
         print(f"wrote {out} from recipe {args.recipe}")
         return
-    if len(args.checkpoints or []) != 2:
-        raise TinyLMError("tinylm merge needs two checkpoint folders (or --recipe)")
-    merge_pair(Path(args.checkpoints[0]), Path(args.checkpoints[1]), args.t, out, args.method,
+    paths = [Path(p) for p in args.checkpoints or []]
+    if args.soup:
+        soup_checkpoints(paths, args.soup, out, args)
+        return
+    if len(paths) != 2:
+        raise TinyLMError("tinylm merge needs two checkpoint folders (or --recipe, or --soup "
+                          "with two or more)")
+    merge_pair(paths[0], paths[1], 0.5 if args.t is None else args.t, out, args.method,
                _parse_groups(args.t_group),
                _parse_floats(args.gradient, "--gradient") if args.gradient else None, args.align)
     print(f"wrote {out}")
+
+
+def _refuse_with_recipe(args) -> None:
+    """A recipe names its merges and their t completely; a flag that would change them is a
+    mistake, not an override."""
+    given = [flag for flag, value in (("--t", args.t), ("--t-group", args.t_group),
+                                      ("--gradient", args.gradient), ("--align", args.align),
+                                      ("--soup", args.soup)) if value]
+    if args.checkpoints:
+        given.insert(0, "checkpoint folders")
+    if given:
+        raise TinyLMError(f"--recipe names its merges completely; it cannot be combined with "
+                          f"{', '.join(given)}")
+
+
+def soup_checkpoints(paths: list[Path], kind: str, out: Path, args) -> Path:
+    """A model soup (Wortsman et al. 2022) of two or more checkpoints: `uniform` averages them
+    all; `greedy` adds them best first, keeping each only if the composite (scored with the
+    eval flags) improves."""
+    from tinylm.merge.soup import greedy_soup, uniform_soup
+    from tinylm.train.checkpoint import save_checkpoint
+
+    if len(paths) < 2:
+        raise TinyLMError("--soup needs two or more checkpoint folders")
+    if kind not in ("uniform", "greedy"):
+        raise TinyLMError(f"--soup must be uniform or greedy, got {kind!r}")
+    loaded = _load_alike(paths)
+    states = {str(path): ckpt.model_state for path, ckpt in zip(paths, loaded)}
+    first = loaded[0]
+    if kind == "uniform":
+        state, kept = uniform_soup(list(states.values())), list(states)
+    else:
+        from tinylm.eval.cli import scoring_from_args
+
+        state, kept = greedy_soup(states, _composite_of(first, scoring_from_args(args),
+                                                        args.data_dir))
+    meta = {"step": None, "tokens_seen": None, "soup": {"kind": kind, "members": kept,
+                                                        "candidates": list(states)}}
+    save_checkpoint(out, family=first.meta["family"], model_config=first.meta["model_config"],
+                    model_state=state, tokenizer=first.tokenizer, extra_meta=meta)
+    print(f"wrote {out}: {kind} soup of {len(kept)} of {len(paths)} checkpoints")
+    return out
+
+
+def _load_alike(paths: list[Path]) -> list:
+    """The checkpoints, checked to share the architecture and the tokenizer."""
+    from tinylm.train.checkpoint import load_checkpoint
+
+    loaded = [load_checkpoint(path) for path in paths]
+    first = loaded[0]
+    for path, ckpt in zip(paths[1:], loaded[1:]):
+        if (ckpt.meta["family"], ckpt.meta["model_config"]) != (first.meta["family"],
+                                                                 first.meta["model_config"]):
+            raise TinyLMError(f"{paths[0]} and {path} have different architectures")
+        if ckpt.tokenizer.content_hash() != first.tokenizer.content_hash():
+            raise TinyLMError(f"{paths[0]} and {path} use different tokenizers")
+    return loaded
+
+
+def _composite_of(template, scoring, data_dir):
+    """state dict -> composite (lower is better), scored in this process."""
+    from tinylm.eval.harness import evaluate_model, summary
+    from tinylm.merge.scoring import make_scorer
+
+    _, described = make_scorer(scoring, data_dir)
+
+    def score(state) -> float:
+        model = template.build_model()
+        model.load_state_dict(state)
+        results = evaluate_model(model, template.tokenizer, benches=described["benches"],
+                                 settings=described["settings"], data_dir=data_dir,
+                                 isolate=False)
+        failed = [b for b, r in results.items() if r.get("status") != "ok"]
+        if failed:
+            raise TinyLMError(f"greedy soup: benchmark(s) {failed} failed")
+        return summary(results, described["arc_metric"])["composite"]
+
+    return score
 
 
 def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
@@ -81,10 +163,11 @@ def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
                            model_state=merged, tokenizer=a.tokenizer, extra_meta=meta)
 
 
-def cmd_soup(args) -> None:
+def cmd_tournament(args) -> None:
+    from tinylm.eval.cli import scoring_from_args
     from tinylm.merge.report import print_table, write_report
+    from tinylm.merge.scoring import make_scorer
     from tinylm.merge.tournament import Tournament, TournamentConfig, save_champion
-    from tinylm.merge.scoring import scorer_from_settings
 
     run = Path(args.run_dir)
     if not (run / "checkpoints").is_dir():
@@ -92,9 +175,7 @@ def cmd_soup(args) -> None:
     config = TournamentConfig(top_k=args.top_k, t_grid=tuple(_parse_floats(args.t, "--t")),
                               generations=args.generations, workers=args.workers,
                               method=args.method)
-    scorer, settings = scorer_from_settings(benches=args.bench, limit=args.limit,
-                                            arc_metric=args.arc_metric, shots=args.shots,
-                                            data_dir=args.data_dir)
+    scorer, settings = make_scorer(scoring_from_args(args), args.data_dir)
     tournament = Tournament(run, config, scorer, settings)
     tournament.run()
     champion = save_champion(tournament)
@@ -103,36 +184,37 @@ def cmd_soup(args) -> None:
     print(f"champion saved to {champion}; report: {md}, {page}")
 
 
-def add_scoring_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bench", default="wikitext2,blimp,arc_easy",
-                   help="benchmarks feeding the composite")
-    p.add_argument("--limit", type=int, help="score only the first N items of each benchmark")
-    p.add_argument("--arc-metric", default="acc", help="acc | acc_norm, for the composite")
-    p.add_argument("--shots", type=int, default=0, help="ARC exemplars (k-shot)")
-    p.add_argument("--data-dir")
-
-
 def register(sub) -> None:
-    p = sub.add_parser("merge", help="SLERP/lerp two checkpoints, or rebuild a recipe")
-    p.add_argument("checkpoints", nargs="*", help="two checkpoint folders (A, B)")
+    from tinylm.eval.cli import add_scoring_flags
+    from tinylm.merge.tournament import TournamentConfig
+
+    p = sub.add_parser("merge", help="SLERP/lerp two checkpoints, rebuild a recipe, or soup "
+                                     "several")
+    p.add_argument("checkpoints", nargs="*", help="two checkpoint folders (A, B); two or more "
+                                                  "with --soup")
     p.add_argument("--recipe", help="rebuild a tournament merge from its recipe string")
     p.add_argument("--run", help="with --recipe: the run folder holding checkpoints/")
-    p.add_argument("--t", type=float, default=0.5, help="0 gives A, 1 gives B")
+    p.add_argument("--t", type=float, help="0 gives A, 1 gives B (default 0.5)")
     p.add_argument("--t-group", action="append", metavar="GROUP=T",
-                   help="per-group t: embeddings, norms, attention, mlp, loop_adapters")
+                   help="per-group t (`tinylm info` lists a model's groups), e.g. attention=0.3")
     p.add_argument("--gradient", help="t across depth, e.g. 0,0.5,1 (mergekit-style)")
-    p.add_argument("--method", default="slerp", help="slerp | lerp")
+    p.add_argument("--method", default=TournamentConfig.method, help="slerp | lerp")
     p.add_argument("--align", action="store_true",
                    help="align B's hidden units and heads to A first (independent runs)")
+    p.add_argument("--soup", help="uniform | greedy: average the checkpoints (greedy keeps each "
+                                  "only if the composite improves; scored with the eval flags)")
+    add_scoring_flags(p)
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("soup", help="SLERP tournament over a run's checkpoints")
+    defaults = TournamentConfig()
+    p = sub.add_parser("tournament", aliases=["soup"],
+                       help="SLERP tournament over a run's checkpoints: champion + report")
     p.add_argument("run_dir")
-    p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--t", default="0.25,0.5,0.75", help="t grid")
-    p.add_argument("--generations", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--method", default="slerp")
-    add_scoring_arguments(p)
-    p.set_defaults(func=cmd_soup)
+    p.add_argument("--top-k", type=int, default=defaults.top_k)
+    p.add_argument("--t", default=",".join(str(t) for t in defaults.t_grid), help="t grid")
+    p.add_argument("--generations", type=int, default=defaults.generations)
+    p.add_argument("--workers", type=int, default=defaults.workers)
+    p.add_argument("--method", default=defaults.method)
+    add_scoring_flags(p)
+    p.set_defaults(func=cmd_tournament)

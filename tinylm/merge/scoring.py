@@ -22,22 +22,27 @@ def score_checkpoint(path: Path, benches: tuple[str, ...], settings: dict, arc_m
     return summary(results, arc_metric)
 
 
-def scorer_from_settings(benches="wikitext2,blimp,arc_easy", limit=None, arc_metric="acc",
-                         shots=0, data_dir=None, threads: int = 1):
-    """(picklable scorer, the settings it scores with) for `Tournament` and `tinylm run`."""
-    from tinylm.eval.harness import COMPOSITE_BENCHES, bench_settings, parse_benches
+def make_scorer(scoring=None, data_dir=None, threads: int = 1):
+    """(picklable scorer, the settings it scores with) for `Tournament` and `tinylm run`, from a
+    `ScoringConfig` (default: every composite benchmark, full sets, default settings)."""
     from tinylm.errors import TinyLMError
+    from tinylm.eval.harness import COMPOSITE_BENCHES, parse_benches
+    from tinylm.eval.settings import ScoringConfig
+    from tinylm.eval.tasks import get_benchmark
 
-    names = tuple(parse_benches(benches))
+    scoring = scoring or ScoringConfig()
+    names = tuple(parse_benches(scoring.bench))
     missing = [b for b in COMPOSITE_BENCHES if b not in names]
     if missing:
         raise TinyLMError(f"the composite needs {', '.join(COMPOSITE_BENCHES)}; missing "
                           f"{', '.join(missing)}")
+    arc_metric = scoring.settings.arc_metric
     if arc_metric not in ("acc", "acc_norm"):
         raise TinyLMError(f"--arc-metric must be acc or acc_norm, got {arc_metric!r}")
-    settings = {b: bench_settings(b, limit=limit, shots=shots) for b in names}
+    settings = {b: {"limit": scoring.limit,
+                    **scoring.settings.subset(get_benchmark(b).settings)} for b in names}
     scorer = functools.partial(score_checkpoint, benches=names, settings=settings,
                                arc_metric=arc_metric, data_dir=data_dir, threads=threads)
-    described = {"benches": ",".join(names), "limit": limit, "arc_metric": arc_metric,
-                 "shots": shots, "settings": settings}
+    described = {"benches": ",".join(names), "limit": scoring.limit, "arc_metric": arc_metric,
+                 "shots": scoring.settings.shots, "settings": settings}
     return scorer, described

@@ -4,12 +4,15 @@
     [data]        name, data_dir
     [model]       preset, tokenizer (optional path)
     [train]       any TrainConfig field, plus processes (torchrun ranks)
-    [eval]        bench, limit, arc_metric, shots
-    [tournament]  top_k, t_grid, generations, workers, method
-    [samples]     prompts, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed
+    [eval]        bench, limit, and any EvalSettings field (arc_metric, shots, stride, ...)
+    [tournament]  any TournamentConfig field (top_k, t_grid, generations, workers, method)
+    [samples]     prompts, max_new_tokens, seed, and any SamplingConfig field
 
 Built-in recipes live in tinylm/recipes/*.toml; a path to a .toml file works the same way.
-Unknown keys are refused, so a typo cannot silently fall back to a default.
+Unknown keys are refused, so a typo cannot silently fall back to a default. The sections hold
+the real settings dataclasses (`ScoringConfig`/`EvalSettings`, `TournamentConfig`,
+`SamplingConfig`), so their defaults and checks are declared once, and a bad value is caught
+when the recipe is read, before any training.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from pathlib import Path
 
 from tinylm.config import from_dict
 from tinylm.errors import TinyLMError
+from tinylm.eval.settings import ScoringConfig
+from tinylm.infer.settings import SamplingConfig
+from tinylm.merge.tournament import TournamentConfig
 
 
 @dataclass
@@ -36,31 +42,22 @@ class ModelSection:
 
 
 @dataclass
-class EvalSection:
-    bench: str = "wikitext2,blimp,arc_easy"
-    limit: int | None = None
-    arc_metric: str = "acc"
-    shots: int = 0
-
-
-@dataclass
-class TournamentSection:
-    top_k: int = 3
-    t_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
-    generations: int = 2
-    workers: int = 2
-    method: str = "slerp"
-
-
-@dataclass
 class SamplesSection:
+    """What the champion writes for the card: prompts, length, seed, and the sampling."""
     prompts: list[str] = field(default_factory=lambda: ["Once upon a time", "The little dog"])
     max_new_tokens: int = 120
-    temperature: float = 0.8
-    top_k: int = 40
-    top_p: float = 1.0
-    repetition_penalty: float = 1.1
     seed: int = 0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @classmethod
+    def from_flat(cls, data: dict, where: str) -> SamplesSection:
+        data = dict(data)
+        own = {k: data.pop(k) for k in ("prompts", "max_new_tokens", "seed") if k in data}
+        sampling = from_dict(SamplingConfig, data, where=where)
+        section = from_dict(cls, {**own, "sampling": sampling}, where=where)
+        if section.max_new_tokens < 1 or not section.prompts:
+            raise TinyLMError(f"{where}: needs prompts and max_new_tokens >= 1")
+        return section
 
 
 @dataclass
@@ -71,8 +68,8 @@ class Recipe:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: dict = field(default_factory=dict)       # TrainConfig fields (+ "processes")
-    eval: EvalSection = field(default_factory=EvalSection)
-    tournament: TournamentSection = field(default_factory=TournamentSection)
+    eval: ScoringConfig = field(default_factory=ScoringConfig)
+    tournament: TournamentConfig = field(default_factory=TournamentConfig)
     samples: SamplesSection = field(default_factory=SamplesSection)
 
     @property
@@ -87,8 +84,15 @@ class Recipe:
         return asdict(self)
 
 
-SECTIONS = {"data": DataSection, "model": ModelSection, "eval": EvalSection,
-            "tournament": TournamentSection, "samples": SamplesSection}
+def _tournament(data: dict, where: str) -> TournamentConfig:
+    return from_dict(TournamentConfig, data, where=where)
+
+
+# [section] -> how its table becomes the section's dataclass
+SECTIONS = {"data": lambda d, where: from_dict(DataSection, d, where=where),
+            "model": lambda d, where: from_dict(ModelSection, d, where=where),
+            "eval": ScoringConfig.from_flat, "tournament": _tournament,
+            "samples": SamplesSection.from_flat}
 
 
 def builtin_recipes() -> list[str]:
@@ -98,11 +102,11 @@ def builtin_recipes() -> list[str]:
 
 def recipe_from_dict(data: dict, where: str) -> Recipe:
     data = dict(data)
-    for key, cls in SECTIONS.items():
+    for key, parse in SECTIONS.items():
         if key in data:
             if not isinstance(data[key], dict):
                 raise TinyLMError(f"{where}: [{key}] must be a table")
-            data[key] = from_dict(cls, data[key], where=f"{where} [{key}]")
+            data[key] = parse(data[key], f"{where} [{key}]")
     if "name" not in data:
         raise TinyLMError(f"{where}: a recipe needs a name")
     recipe = from_dict(Recipe, data, where=where)

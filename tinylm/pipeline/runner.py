@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 from tinylm.errors import TinyLMError
@@ -98,11 +99,9 @@ class Pipeline:
         return self.out
 
     def scorer(self):
-        from tinylm.merge.scoring import scorer_from_settings
+        from tinylm.merge.scoring import make_scorer
 
-        e = self.recipe.eval
-        return scorer_from_settings(benches=e.bench, limit=e.limit, arc_metric=e.arc_metric,
-                                    shots=e.shots, data_dir=self.recipe.data.data_dir)
+        return make_scorer(self.recipe.eval, self.recipe.data.data_dir)
 
     # ------------------------------------------------------------------ stages
 
@@ -151,13 +150,10 @@ class Pipeline:
             self.log(f"  {path.name}: composite {metrics['composite']:.4f}")
 
     def _tournament(self):
-        from tinylm.merge.tournament import Tournament, TournamentConfig
+        from tinylm.merge.tournament import Tournament
 
-        t = self.recipe.tournament
-        config = TournamentConfig(top_k=t.top_k, t_grid=tuple(t.t_grid),
-                                  generations=t.generations, workers=t.workers, method=t.method)
         scorer, settings = self.scorer()
-        return Tournament(self.out, config, scorer, settings, log=self.log)
+        return Tournament(self.out, self.recipe.tournament, scorer, settings, log=self.log)
 
     def stage_tournament(self) -> None:
         from tinylm.merge.report import write_report
@@ -175,11 +171,9 @@ class Pipeline:
         s = self.recipe.samples
         samples = []
         for prompt in s.prompts:
-            text = model.generate(prompt, s.max_new_tokens, s.temperature, s.top_k, s.top_p,
-                                  s.repetition_penalty, s.seed)
+            text = model.generate(prompt, s.max_new_tokens, seed=s.seed, **asdict(s.sampling))
             samples.append({"prompt": prompt, "completion": text})
-        settings = {k: getattr(s, k) for k in ("max_new_tokens", "temperature", "top_k",
-                                               "top_p", "repetition_penalty", "seed")}
+        settings = {"max_new_tokens": s.max_new_tokens, **asdict(s.sampling), "seed": s.seed}
         write_text_atomic(self.out / "samples.json",
                           json.dumps({"settings": settings, "samples": samples}, indent=1))
 

@@ -178,11 +178,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Generate text with the model in this file "
                                      "(same settings and output as `tinylm generate`).")
     parser.add_argument("--prompt", default=DEFAULT_PROMPT)
+    defaults = SamplingConfig()  # tinylm's own defaults, as `tinylm generate` has them
     parser.add_argument("-n", type=int, default=200, help="new tokens")
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--repetition-penalty", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=defaults.temperature)
+    parser.add_argument("--top-k", type=int, default=defaults.top_k)
+    parser.add_argument("--top-p", type=float, default=defaults.top_p)
+    parser.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--weights", help="other weights of the same shape (.safetensors file "
                         "or tinylm checkpoint folder); default: this file's own")
