@@ -10,6 +10,7 @@ greedy answers run it, so all give the same ids for the same seed.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 from collections import defaultdict
 from pathlib import Path
@@ -213,27 +214,21 @@ class LoadedModel:
 
 
 class _StreamDecoder:
-    """Prints tokens as they come without splitting a UTF-8 character across two writes."""
+    """Prints tokens as they come without splitting a UTF-8 character across two writes.
+
+    The standard library's incremental UTF-8 decoder, with errors replaced: the same text as
+    decoding all the bytes at once, and the same as the exported single file streams."""
 
     def __init__(self, tokenizer, write):
-        self.tokenizer, self.write, self.pending = tokenizer, write, b""
+        self.tokenizer, self.write = tokenizer, write
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def push(self, token: int) -> None:
-        self.pending += self.tokenizer.decode_bytes([token])
-        try:
-            text = self.pending.decode("utf-8")
-        except UnicodeDecodeError as err:
-            if err.reason == "unexpected end of data" and len(self.pending) - err.start < 4:
-                text = self.pending[:err.start].decode("utf-8", errors="replace")
-                self.pending = self.pending[err.start:]
-                if text:
-                    self.write(text)
-                return
-            text = self.pending.decode("utf-8", errors="replace")
-        self.pending = b""
-        self.write(text)
+        text = self.decoder.decode(self.tokenizer.decode_bytes([token]))
+        if text:
+            self.write(text)
 
     def flush(self) -> None:
-        if self.pending:
-            self.write(self.pending.decode("utf-8", errors="replace"))
-            self.pending = b""
+        text = self.decoder.decode(b"", final=True)
+        if text:
+            self.write(text)
