@@ -10,6 +10,7 @@ N steps + kill + resume + M steps gives bit-identical weights to N + M uninterru
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -158,11 +159,93 @@ class RunSpec:
     preset: str | None = None
 
 
+@dataclass
+class TrainState:
+    """Everything the step loop reads and changes, made by `setup_training`.
+
+    What must survive a kill lives in the checkpoint (weights, optimizer moments, RNG state,
+    `step`, `tokens_seen`); the batches and the learning rate are pure functions of the step.
+    """
+    spec: RunSpec
+    config: TrainConfig
+    tokenizer: object
+    out_dir: Path
+    model: torch.nn.Module          # the plain module: what is saved and validated
+    train_model: torch.nn.Module    # the module that trains (DDP-wrapped with several ranks)
+    optimizer: torch.optim.Optimizer
+    loss_fn: Callable
+    autocast: Callable
+    train_tokens: object
+    val_tokens: object
+    seq_len: int
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    step: int = 0                   # optimizer steps done
+    tokens_seen: int = 0
+    last_ckpt: Path | None = None
+    val_loss: float | None = None
+    metrics: MetricsLog | None = None
+    on_checkpoint: Callable[[Path], None] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def micro_batch(self) -> int:
+        return self.config.batch_size // self.config.grad_accum
+
+
 def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: bool = False,
           on_checkpoint: Callable[[Path], None] | None = None, progress: bool = True) -> Path:
-    """Train (or resume) a run in `out_dir`; returns the last checkpoint's folder."""
-    from tinylm.data.pack import load_or_build
-    from tinylm.data.sampler import train_batch
+    """Train (or resume) a run in `out_dir`; returns the last checkpoint's folder.
+
+    The step loop, in nanoGPT's order: learning rate, micro-steps, clip + optimizer step, log;
+    then validation and a checkpoint on their cadences."""
+    from tinylm.train import distributed
+
+    state = setup_training(spec, config, tokenizer, out_dir, resume, on_checkpoint)
+    bar = None
+    if progress and state.is_main:
+        from tqdm import tqdm
+        bar = tqdm(total=config.steps, initial=state.step, unit="step", dynamic_ncols=True)
+    say = bar.write if bar else (functools.partial(print, flush=True) if state.is_main
+                                 else (lambda *a, **k: None))
+    window = Throughput()
+    state.train_model.train()
+    for step in range(state.step, config.steps):
+        lr = set_learning_rate(state, step)
+        loss, grad_norm = optimizer_step(state, step)
+        state.step, state.tokens_seen = step + 1, state.tokens_seen + window.add(state)
+        check_finite(state, loss)
+        done, is_last = state.step, state.step == config.steps
+        if done % config.log_every == 0 or is_last:
+            speed = window.rate()
+            state.metrics.write({"step": done, "loss": loss, "lr": lr,
+                                 "tokens": state.tokens_seen, "tok_per_s": speed,
+                                 "grad_norm": None if grad_norm is None else float(grad_norm)})
+            if bar:
+                bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:,.0f}")
+        if bar:
+            bar.update(1)
+        if (config.eval_every and done % config.eval_every == 0) or is_last:
+            validate(state, loss, say)
+        if (config.ckpt_every and done % config.ckpt_every == 0) or is_last:
+            checkpoint(state, loss)
+            window.restart()  # checkpoint time is not training time
+    if bar:
+        bar.close()
+    distributed.teardown()
+    return state.last_ckpt or list_checkpoints(out_dir / "checkpoints")[-1]
+
+
+# --------------------------------------------------------------------------- setup
+
+def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: bool,
+                   on_checkpoint=None) -> TrainState:
+    """Process group, device, model (seeded), token caches, optimizer, and the resumed state
+    when `resume` finds a checkpoint: a TrainState ready for the step loop."""
     from tinylm.models import build_model
     from tinylm.train import distributed
 
@@ -170,139 +253,166 @@ def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: 
     device = pick_device(config.device) if world == 1 else distributed.device_for(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
-    ckpt_dir = out_dir / "checkpoints"
-    is_main = rank == 0
     if config.batch_size % (world * config.grad_accum):
         raise TinyLMError(f"batch_size {config.batch_size} must divide by processes x grad_accum "
                           f"= {world * config.grad_accum}")
-
     torch.manual_seed(config.seed)
     model = build_model(spec.family, spec.model_config)
     seq_len = config.seq_len or model.config.context_len
     if seq_len > model.config.context_len:
         raise TinyLMError(f"seq_len {seq_len} exceeds the model's context {model.config.context_len}")
+    train_tokens, val_tokens = _token_caches(spec, config, tokenizer, rank == 0)
+    model.to(device)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay,
+                                (config.beta1, config.beta2), config.eps, device.type)
+    bf16 = use_bf16(config, device)
+    state = TrainState(
+        spec, config, tokenizer, out_dir, model,
+        train_model=model, optimizer=optimizer,
+        # --compile compiles forward + cross-entropy as one graph, so the loss fuses with the
+        # head (about 3% faster a step than compiling the model alone, Glint-1.3 shape on CPU)
+        loss_fn=torch.compile(lm_loss) if config.compile else lm_loss,
+        autocast=(lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16
+        else contextlib.nullcontext,
+        train_tokens=train_tokens, val_tokens=val_tokens, seq_len=seq_len, device=device,
+        rank=rank, world=world, on_checkpoint=on_checkpoint)
+    _restore(state, resume)
+    if world > 1:  # wrapped after the restore, as DDP broadcasts rank 0's weights when built
+        state.train_model = distributed.wrap(model, device)
+    state.metrics = MetricsLog(out_dir / "metrics.jsonl", state.step if resume else None,
+                               state.is_main)
+    return state
+
+
+def _token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: bool):
+    """(train, val) token arrays; rank 0 builds the caches, the other ranks then read them."""
+    from tinylm.data.pack import load_or_build
+    from tinylm.train import distributed
+
     log = print if is_main else (lambda *a, **k: None)
     packed = {}
-    for turn in ("main", "others"):  # rank 0 builds the token caches, the others then read them
+    for turn in ("main", "others"):
         if (turn == "main") == is_main:
             for split in ("train", "val"):
                 packed[split] = load_or_build(spec.data, split, tokenizer, spec.data_dir,
                                               val_permille=config.val_permille, log=log).tokens
         distributed.barrier()
-    train_tokens, val_tokens = packed["train"], packed["val"]
+    return packed["train"], packed["val"]
 
-    model.to(device)
-    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay,
-                                (config.beta1, config.beta2), config.eps, device.type)
-    start_step, tokens_seen = 0, 0
+
+def _restore(state: TrainState, resume: bool) -> None:
+    """Load the newest checkpoint's weights, optimizer, RNG and counters when resuming."""
+    ckpt_dir = state.out_dir / "checkpoints"
     existing = list_checkpoints(ckpt_dir)
-    if resume and existing:
-        ckpt = load_checkpoint(existing[-1], with_train_state=True)
-        if ckpt.tokenizer.content_hash() != tokenizer.content_hash():
-            raise TinyLMError(f"{existing[-1]}: was trained with another tokenizer")
-        model.load_state_dict(ckpt.model_state)
-        load_optimizer_state(optimizer, ckpt.train_state)
-        torch.set_rng_state(ckpt.train_state["rng.torch"])
-        start_step, tokens_seen = ckpt.step, int(ckpt.meta["tokens_seen"])
-        log(f"resuming from {existing[-1].name} (step {start_step})")
-    elif existing and not resume:
+    if existing and not resume:
         raise TinyLMError(f"{ckpt_dir} already holds checkpoints; pass --resume to continue "
                           f"or choose another --out")
+    if not (resume and existing):
+        return
+    ckpt = load_checkpoint(existing[-1], with_train_state=True)
+    if ckpt.tokenizer.content_hash() != state.tokenizer.content_hash():
+        raise TinyLMError(f"{existing[-1]}: was trained with another tokenizer")
+    state.model.load_state_dict(ckpt.model_state)
+    load_optimizer_state(state.optimizer, ckpt.train_state)
+    torch.set_rng_state(ckpt.train_state["rng.torch"])
+    state.step, state.tokens_seen = ckpt.step, int(ckpt.meta["tokens_seen"])
+    state.last_ckpt = existing[-1]
+    if state.is_main:
+        print(f"resuming from {existing[-1].name} (step {state.step})")
 
-    train_model = distributed.wrap(model, device) if world > 1 else model
-    # --compile compiles forward + cross-entropy as one graph, so the loss fuses with the head
-    # (about 3% faster a step than compiling the model alone, Glint-1.3 shape on CPU)
-    loss_fn = torch.compile(lm_loss) if config.compile else lm_loss
-    bf16 = use_bf16(config, device)
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 \
-        else contextlib.nullcontext
-    metrics = MetricsLog(out_dir / "metrics.jsonl", start_step if resume else None, is_main)
-    tokens_per_step = config.batch_size * seq_len
 
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-        bar = tqdm(total=config.steps, initial=start_step, unit="step", dynamic_ncols=True)
-    last_ckpt = existing[-1] if (resume and existing) else None
-    window_start, window_tokens = time.perf_counter(), 0
-    val_loss = None
-    train_model.train()
+# --------------------------------------------------------------------------- one step
 
-    for step in range(start_step, config.steps):
-        lr = lr_at(step, peak=config.lr, total=config.steps, warmup=config.warmup_steps,
-                   schedule=config.schedule, min_lr_ratio=config.min_lr_ratio,
-                   decay_frac=config.decay_frac)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        step_loss = 0.0
-        for micro in range(config.grad_accum):
-            x, y = train_batch(train_tokens, seq_len, config.batch_size // config.grad_accum,
-                               config.seed, step, micro, rank, world)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            sync = contextlib.nullcontext() if micro == config.grad_accum - 1 or world == 1 \
-                else train_model.no_sync()
-            with sync, autocast():
-                loss = loss_fn(train_model, x, y) / config.grad_accum
-            loss.backward()
-            step_loss += loss.detach()
-        grad_norm = None
-        if config.grad_clip > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        tokens_seen += tokens_per_step
-        window_tokens += tokens_per_step
-        loss_value = distributed.mean_scalar(step_loss) if world > 1 else float(step_loss)
-        if not math.isfinite(loss_value):
-            raise TinyLMError(f"loss became {loss_value} at step {done}; lower --lr or raise "
-                              f"--warmup-steps (last good checkpoint: {last_ckpt})")
+def set_learning_rate(state: TrainState, step: int) -> float:
+    c = state.config
+    lr = lr_at(step, peak=c.lr, total=c.steps, warmup=c.warmup_steps, schedule=c.schedule,
+               min_lr_ratio=c.min_lr_ratio, decay_frac=c.decay_frac)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
 
-        if done % config.log_every == 0 or done == config.steps:
-            elapsed = time.perf_counter() - window_start
-            speed = window_tokens / max(elapsed, 1e-9)
-            metrics.write({"step": done, "loss": loss_value, "lr": lr, "tokens": tokens_seen,
-                           "tok_per_s": speed,
-                           "grad_norm": None if grad_norm is None else float(grad_norm)})
-            if bar:
-                bar.set_postfix(loss=f"{loss_value:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:,.0f}")
-            window_start, window_tokens = time.perf_counter(), 0
-        if bar:
-            bar.update(1)
 
-        is_last = done == config.steps
-        if (config.eval_every and done % config.eval_every == 0) or is_last:
-            # every rank scores the same fixed set, sized independently of the process count
-            val_loss = validation_loss(model, val_tokens, seq_len,
-                                       config.batch_size // config.grad_accum,
-                                       config.eval_batches, device, autocast)
-            metrics.write({"step": done, "val_loss": val_loss, "tokens": tokens_seen})
-            message = f"step {done}: train loss {loss_value:.4f}  val loss {val_loss:.4f}"
-            if bar:
-                bar.write(message)
-            elif is_main:
-                print(message, flush=True)
-        if (config.ckpt_every and done % config.ckpt_every == 0) or is_last:
-            if is_main:
-                last_ckpt = save_checkpoint(
-                    ckpt_dir / step_dir_name(done), family=spec.family,
-                    model_config=asdict(model.config), model_state=model.state_dict(),
-                    tokenizer=tokenizer,
-                    train_state={**optimizer_state_tensors(optimizer),
-                                 "rng.torch": torch.get_rng_state()},
-                    extra_meta={"step": done, "tokens_seen": tokens_seen,
-                                "metrics": {"train_loss": loss_value, "val_loss": val_loss},
-                                "train_config": asdict(config), "data": spec.data,
-                                "preset": spec.preset})
-                prune_checkpoints(ckpt_dir, config.keep_last, config.keep_every)
-                if on_checkpoint:
-                    on_checkpoint(last_ckpt)
-            distributed.barrier()
-            window_start = time.perf_counter()  # do not count checkpoint time as training
-            window_tokens = 0
-    if bar:
-        bar.close()
-    distributed.teardown()
-    if last_ckpt is None:
-        last_ckpt = list_checkpoints(ckpt_dir)[-1]
-    return last_ckpt
+def optimizer_step(state: TrainState, step: int) -> tuple[float, torch.Tensor | None]:
+    """The micro-steps (forward, backward; gradients synced on the last one only), clipping
+    and the optimizer step; returns the step's loss (mean over ranks) and the gradient norm."""
+    from tinylm.data.sampler import train_batch
+    from tinylm.train import distributed
+
+    c, model = state.config, state.train_model
+    step_loss = 0.0
+    for micro in range(c.grad_accum):
+        x, y = train_batch(state.train_tokens, state.seq_len, state.micro_batch, c.seed, step,
+                           micro, state.rank, state.world)
+        x, y = x.to(state.device, non_blocking=True), y.to(state.device, non_blocking=True)
+        sync = contextlib.nullcontext() if micro == c.grad_accum - 1 or state.world == 1 \
+            else model.no_sync()
+        with sync, state.autocast():
+            loss = state.loss_fn(model, x, y) / c.grad_accum
+        loss.backward()
+        step_loss += loss.detach()
+    grad_norm = None
+    if c.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), c.grad_clip)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    loss = distributed.mean_scalar(step_loss) if state.world > 1 else float(step_loss)
+    return loss, grad_norm
+
+
+def check_finite(state: TrainState, loss: float) -> None:
+    if not math.isfinite(loss):
+        raise TinyLMError(f"loss became {loss} at step {state.step}; lower --lr or raise "
+                          f"--warmup-steps (last good checkpoint: {state.last_ckpt})")
+
+
+class Throughput:
+    """Tokens per second over the steps since the last log line (or checkpoint)."""
+
+    def __init__(self):
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def add(self, state: TrainState) -> int:
+        tokens = state.config.batch_size * state.seq_len
+        self.tokens += tokens
+        return tokens
+
+    def rate(self) -> float:
+        speed = self.tokens / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return speed
+
+
+def validate(state: TrainState, loss: float, say) -> None:
+    """Validation loss on a fixed set of batches, sized independently of the process count,
+    so every rank scores the same set."""
+    state.val_loss = validation_loss(state.model, state.val_tokens, state.seq_len,
+                                     state.micro_batch, state.config.eval_batches,
+                                     state.device, state.autocast)
+    state.metrics.write({"step": state.step, "val_loss": state.val_loss,
+                         "tokens": state.tokens_seen})
+    say(f"step {state.step}: train loss {loss:.4f}  val loss {state.val_loss:.4f}")
+
+
+def checkpoint(state: TrainState, loss: float) -> None:
+    """Rank 0 saves (atomically) and prunes; every rank waits for it."""
+    from tinylm.train import distributed
+
+    if state.is_main:
+        ckpt_dir = state.out_dir / "checkpoints"
+        state.last_ckpt = save_checkpoint(
+            ckpt_dir / step_dir_name(state.step), family=state.spec.family,
+            model_config=asdict(state.model.config), model_state=state.model.state_dict(),
+            tokenizer=state.tokenizer,
+            train_state={**optimizer_state_tensors(state.optimizer),
+                         "rng.torch": torch.get_rng_state()},
+            extra_meta={"step": state.step, "tokens_seen": state.tokens_seen,
+                        "metrics": {"train_loss": loss, "val_loss": state.val_loss},
+                        "train_config": asdict(state.config), "data": state.spec.data,
+                        "preset": state.spec.preset})
+        prune_checkpoints(ckpt_dir, state.config.keep_last, state.config.keep_every)
+        if state.on_checkpoint:
+            state.on_checkpoint(state.last_ckpt)
+    distributed.barrier()
