@@ -82,7 +82,7 @@ def _base_type(annotation):
     return annotation
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -103,7 +103,7 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: set[str] = f
         doc = (field.metadata or {}).get("help", "")
         default = field.default if field.default is not dataclasses.MISSING else None
         group.add_argument(flag, dest=field.name, default=None,
-                           type=_parse_bool if kind is bool else kind,
+                           type=parse_bool if kind is bool else kind,
                            help=f"{doc} (default: {default})".strip())
 
 

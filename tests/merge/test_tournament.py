@@ -17,7 +17,8 @@ from tests.conftest import run_cli
 from tinylm.merge.recipe import parse_recipe
 from tinylm.train.checkpoint import load_checkpoint
 
-SOUP = ["--top-k", "3", "--generations", "1", "--limit", "6", "--workers", "2"]
+SOUP = ["--top-k", "3", "--generations", "1", "--limit", "6", "--workers", "2",
+        "--per-metric-seeds", "false", "--baselines", "false"]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tinylm.config import parse_bool
 from tinylm.errors import TinyLMError
 
 
@@ -174,7 +175,9 @@ def cmd_tournament(args) -> None:
         raise TinyLMError(f"{run}: no checkpoints/ folder (is it a tinylm run folder?)")
     config = TournamentConfig(top_k=args.top_k, t_grid=tuple(_parse_floats(args.t, "--t")),
                               generations=args.generations, workers=args.workers,
-                              method=args.method)
+                              method=args.method, search=args.search, budget=args.budget,
+                              per_metric_seeds=args.per_metric_seeds, baselines=args.baselines,
+                              lawa_k=args.lawa_k, seed=args.seed)
     scorer, settings = make_scorer(scoring_from_args(args), args.data_dir)
     tournament = Tournament(run, config, scorer, settings)
     tournament.run()
@@ -216,5 +219,15 @@ def register(sub) -> None:
     p.add_argument("--generations", type=int, default=defaults.generations)
     p.add_argument("--workers", type=int, default=defaults.workers)
     p.add_argument("--method", default=defaults.method)
+    p.add_argument("--search", default=defaults.search,
+                   help="grid (every pair x t grid) | cmaes | tpe (Optuna, per-group t)")
+    p.add_argument("--budget", type=int, default=defaults.budget,
+                   help="merges per generation for cmaes/tpe (0: as many as the grid)")
+    p.add_argument("--per-metric-seeds", type=parse_bool, default=defaults.per_metric_seeds,
+                   help="also seed the pool with the best model on each metric")
+    p.add_argument("--baselines", type=parse_bool, default=defaults.baselines,
+                   help="also score uniform/greedy soups, LAWA and EMA")
+    p.add_argument("--lawa-k", type=int, default=defaults.lawa_k)
+    p.add_argument("--seed", type=int, default=defaults.seed, help="the search's seed")
     add_scoring_flags(p)
     p.set_defaults(func=cmd_tournament)

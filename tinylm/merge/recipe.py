@@ -18,8 +18,14 @@ Grammar (whitespace is only allowed where shown):
     operand := leaf | merge
     leaf    := [A-Za-z0-9._-]+, not starting with "gen" [0-9]+ "_"
     GEN     := "0" | [1-9][0-9]*
-    T       := a number in [0, 1] written D "." D D [D* nonzero-D]: two decimals, more only
+    T       := NUM [ "[" GROUP "=" NUM ("," GROUP "=" NUM)* "]" ]
+    NUM     := a number in [0, 1] written D "." D D [D* nonzero-D]: two decimals, more only
                when needed (0.50, 0.125; not .5, 0.5 or 0.500)
+    GROUP   := [a-z_]+, the groups in alphabetical order, each once
+
+The bracket gives parameter groups their own t (the Glint card's "SLERP of attention and MLP
+weights at different blend factors"): `A+B@t0.50[attention=0.30,mlp=0.75]` merges attention
+tensors at 0.30, MLP tensors at 0.75 and every other group at 0.50.
 
 Since `genN_` always opens a merge and leaf names cannot contain `+`, `@` or spaces, every
 string has at most one parse, and because numbers and generations have a single spelling,
@@ -48,6 +54,11 @@ class Merge:
     right: Leaf | Merge   # t = 1 end
     t: float
     generation: int
+    groups: tuple[tuple[str, float], ...] = ()  # per-group t, sorted by group name
+
+    def __post_init__(self):
+        object.__setattr__(self, "groups", tuple(sorted((str(g), float(t))
+                                                         for g, t in dict(self.groups).items())))
 
 
 Recipe = Leaf | Merge
@@ -56,6 +67,7 @@ _LEAF_RE = re.compile(r"[A-Za-z0-9._-]+")
 _GEN_RE = re.compile(r"gen(0|[1-9][0-9]*)_")
 _GEN_LOOSE_RE = re.compile(r"gen[0-9]+_")  # reserved for merges, even when badly spelt
 _T_RE = re.compile(r"[0-9]\.[0-9]{2}(?:[0-9]*[1-9])?")
+_GROUP_RE = re.compile(r"[a-z_]+")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -87,7 +99,13 @@ def format_recipe(tree: Recipe, compact: bool = False) -> str:
         raise TinyLMError(f"recipe: generation must be >= 0, got {tree.generation}")
     plus, at = ("+", "@t") if compact else (" + ", " @t")
     left, right = format_recipe(tree.left, True), format_recipe(tree.right, True)
-    return f"gen{tree.generation}_{left}{plus}{right}{at}{format_t(tree.t)}"
+    groups = ""
+    if tree.groups:
+        for name, _ in tree.groups:
+            if not _GROUP_RE.fullmatch(name):
+                raise TinyLMError(f"recipe: {name!r} cannot be a group name")
+        groups = "[" + ",".join(f"{g}={format_t(t)}" for g, t in tree.groups) + "]"
+    return f"gen{tree.generation}_{left}{plus}{right}{at}{format_t(tree.t)}{groups}"
 
 
 # --------------------------------------------------------------------------- parsing
@@ -130,12 +148,30 @@ class _Parser:
         right = self.operand()
         if not self.take(at):
             self.fail(f"{at!r} after the second parent")
-        t_start = self.pos
+        t = self.number()
+        groups = []
+        if self.take("["):
+            while True:
+                name = self.match(_GROUP_RE, "a group name").group()
+                if groups and name <= groups[-1][0]:
+                    self.pos -= len(name)
+                    self.fail("group names in alphabetical order, each once")
+                if not self.take("="):
+                    self.fail("'=' after the group name")
+                groups.append((name, self.number()))
+                if self.take("]"):
+                    break
+                if not self.take(","):
+                    self.fail("',' or ']'")
+        return Merge(left, right, t, int(gen.group(1)), tuple(groups))
+
+    def number(self) -> float:
+        start = self.pos
         t = float(self.match(_T_RE, "t written like 0.50").group())
         if t > 1.0:
-            self.pos = t_start
+            self.pos = start
             self.fail("t in [0, 1]")
-        return Merge(left, right, t, int(gen.group(1)))
+        return t
 
 
 def parse_recipe(text: str) -> Recipe:
@@ -159,7 +195,8 @@ def leaves(tree: Recipe) -> list[str]:
 def evaluate_recipe(tree: Recipe, load_state_dict: Callable[[str], dict],
                     merge_fn: Callable | None = None) -> dict:
     """Rebuild a recipe's weights: load each leaf once, merge bottom-up with
-    `merge_fn(left_sd, right_sd, t)` (default: `merge_state_dicts`, SLERP)."""
+    `merge_fn(left_sd, right_sd, t)`, or `merge_fn(left_sd, right_sd, t, t_by_group)` for a
+    merge with per-group t (default: `merge_state_dicts`, SLERP)."""
     if merge_fn is None:
         from tinylm.merge.slerp import merge_state_dicts as merge_fn
     cache: dict[str, dict] = {}
@@ -169,6 +206,8 @@ def evaluate_recipe(tree: Recipe, load_state_dict: Callable[[str], dict],
             if node.name not in cache:
                 cache[node.name] = load_state_dict(node.name)
             return cache[node.name]
+        if node.groups:
+            return merge_fn(build(node.left), build(node.right), node.t, dict(node.groups))
         return merge_fn(build(node.left), build(node.right), node.t)
 
     return build(tree)

@@ -53,9 +53,22 @@ def verdict_text(tournament) -> str:
         gain = result["deltas"]["composite"]
         return (f"A merge beat the best single checkpoint: {result['best_merge']} scores "
                 f"{gain:.4f} lower composite than {result['best_checkpoint']}.")
-    return (f"No merge beat the best single checkpoint ({result['best_checkpoint']}); the "
-            f"champion is that checkpoint. The best merge, {result['best_merge']}, is "
-            f"{-result['deltas']['composite']:.4f} worse on the composite.")
+    return (f"No merge beat the best single checkpoint ({result['best_checkpoint']}). The best "
+            f"merge, {result['best_merge']}, is {-result['deltas']['composite']:.4f} worse on "
+            f"the composite.")
+
+
+def averaging_text(tournament) -> str:
+    """Did SLERP beat simple averaging (the soups, LAWA, EMA)? On the selection scores."""
+    merge, baselines = tournament.best_merge(), tournament.baselines()
+    if merge is None or not baselines:
+        return ""
+    best = baselines[0]
+    if merge.composite < best.composite:
+        return (f"SLERP beat simple averaging: {merge.name} {merge.composite:.4f} against the "
+                f"best average, {best.name}, {best.composite:.4f}.")
+    return (f"Simple averaging did as well as SLERP or better: {best.name} "
+            f"{best.composite:.4f} against the best SLERP merge {merge.composite:.4f}.")
 
 
 # --------------------------------------------------------------------------- tables
@@ -65,15 +78,17 @@ def leaderboard_entries(tournament, limit: int | None = None) -> list:
     its tables and plots are the ones `tinylm leaderboard` draws."""
     from tinylm.eval.leaderboard import Entry
 
-    return [Entry(e.name, e.step if e.generation < 0 else None, e.metrics,
-                  "checkpoint" if e.generation < 0 else f"gen {e.generation} merge", e.path)
+    def kind(e) -> str:
+        return {-1: "checkpoint", -2: "baseline"}.get(e.generation, f"gen {e.generation} merge")
+
+    return [Entry(e.name, e.step if e.generation == -1 else None, e.metrics, kind(e), e.path)
             for e in tournament.ranked()[:limit]]
 
 
 def markdown(tournament, limit: int = 40) -> str:
     from tinylm.eval.leaderboard import format_metric, to_markdown
 
-    lines = ["# Tournament report", "", verdict_text(tournament), "",
+    lines = ["# Tournament report", "", verdict_text(tournament), averaging_text(tournament), "",
              f"Stopped: {tournament.stopped_because}.", "", "## Best merge vs best checkpoint",
              "", "| metric | best checkpoint | best merge | merge better by |", "|---|---|---|---|"]
     result = comparison(tournament)
@@ -108,7 +123,7 @@ def merge_tree_png(tournament) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = tournament.ranked()
+    entries = [e for e in tournament.ranked() if e.generation != -2]  # baselines: no tree
     columns: dict[int, list] = {}
     for e in entries:
         columns.setdefault(e.generation, []).append(e)

@@ -39,6 +39,13 @@ from tinylm.tokenizers.base import write_text_atomic
 Scorer = Callable[[Path], dict]  # checkpoint folder -> metrics, with "composite" (lower better)
 
 
+SEARCHES = ("grid", "cmaes", "tpe")
+# Per-metric seeds of the pool ("the best checkpoints per benchmark", the Glint card), each with
+# the direction that is better.
+SEED_METRICS = (("wikitext2_ce", "lower"), ("blimp_acc", "higher"), ("arc_easy_acc", "higher"))
+CHECKPOINT, BASELINE = -1, -2  # Entry.generation of a plain checkpoint and of a baseline
+
+
 @dataclass
 class TournamentConfig:
     top_k: int = 3
@@ -46,6 +53,19 @@ class TournamentConfig:
     generations: int = 2
     workers: int = 2
     method: str = "slerp"
+    search: str = "grid"
+    """grid: every pair of the pool at every t of the grid; cmaes | tpe: an Optuna search over
+    the per-group t vector of the pool's best pair, `budget` merges a generation."""
+    budget: int = 0
+    """Merges per generation for cmaes/tpe; 0 = as many as the grid would build."""
+    per_metric_seeds: bool = True
+    """Seed the pool with the best model on each metric besides the top_k by composite."""
+    baselines: bool = True
+    """Also score a uniform soup and a greedy soup of the pool, LAWA and EMA (when trained)."""
+    lawa_k: int = 3
+    """LAWA: average of the last k checkpoints."""
+    seed: int = 0
+    """Seed of the search's sampler."""
 
     def __post_init__(self):
         if not 2 <= self.top_k <= 16:
@@ -54,14 +74,24 @@ class TournamentConfig:
             raise TinyLMError(f"every t of the grid must be in (0, 1), got {self.t_grid}")
         if self.generations < 1 or self.workers < 1:
             raise TinyLMError("generations and workers must be >= 1")
+        if self.search not in SEARCHES:
+            raise TinyLMError(f"search must be one of {', '.join(SEARCHES)}, got "
+                              f"{self.search!r}")
+        if self.budget < 0 or self.lawa_k < 2:
+            raise TinyLMError("budget must be >= 0 and lawa_k >= 2")
         self.t_grid = tuple(float(t) for t in self.t_grid)
+
+    @property
+    def merges_per_generation(self) -> int:
+        """What the grid builds from a pool of top_k (the budget a search gets by default)."""
+        return self.top_k * (self.top_k - 1) // 2 * len(self.t_grid)
 
 
 @dataclass
 class Entry:
     """One scored model of the tournament: a checkpoint or a merge."""
     name: str                    # the recipe (a checkpoint's folder name for a leaf)
-    generation: int              # -1 for checkpoints
+    generation: int              # CHECKPOINT (-1), BASELINE (-2), or the merge's generation
     path: str                    # its checkpoint folder
     metrics: dict = field(default_factory=dict)
     step: int | None = None
@@ -132,8 +162,8 @@ def family_merge_fn(family: str, model_config: dict, method: str):
     record = get_family(family)
     layout = family_layout(record, record.config_from(model_config))
 
-    def merge(a, b, t):
-        return merge_state_dicts(a, b, t, method=method, **layout)
+    def merge(a, b, t, t_by_group=None):
+        return merge_state_dicts(a, b, t, method=method, t_by_group=t_by_group, **layout)
 
     return merge
 
@@ -237,26 +267,92 @@ class Tournament:
             self.log(f"scoring {len(todo)} checkpoint(s)")
         self._run_tasks(todo, generation=-1)
 
+    def pool(self, generation: int) -> list[Entry]:
+        """The parents of a generation, best first: the top_k of the checkpoints and earlier
+        merges by composite, plus (per_metric_seeds) the best of them on each metric. Only
+        earlier generations count, so a generation resumed after a kill draws the same pool."""
+        earlier = [e for e in self.ranked() if CHECKPOINT <= e.generation < generation]
+        chosen = earlier[: self.config.top_k]
+        if self.config.per_metric_seeds:
+            for key, better in SEED_METRICS:
+                scored = [e for e in earlier if key in e.metrics]
+                if scored:
+                    pick = (min if better == "lower" else max)(scored,
+                                                               key=lambda e: e.metrics[key])
+                    if pick not in chosen:
+                        chosen.append(pick)
+        return sorted(chosen, key=lambda e: (e.composite, e.generation, e.name))
+
     def next_generation(self, generation: int) -> bool:
         """Build and score one generation; True if it produced a new best model."""
-        # parents come from earlier generations only, so a generation resumed after a kill
-        # draws the same parents as it did before (not its own half-finished merges)
-        earlier = [e for e in self.ranked() if e.generation < generation]
-        best_before = earlier[0]
-        parents = earlier[: self.config.top_k]
+        parents = self.pool(generation)
+        best_before = parents[0]
+        if self.config.search == "grid":
+            recipes = self._grid(parents, generation)
+        else:
+            recipes = self._search(parents, generation)
+        new = [self.entries[r] for r in recipes]
+        return min(e.composite for e in new) < best_before.composite
+
+    def _grid(self, parents: list[Entry], generation: int) -> list[str]:
         recipes = []
         for a, b in itertools.combinations(parents, 2):  # `a` ranks higher: it is the left
             for t in self.config.t_grid:
                 tree = Merge(_tree(a.name), _tree(b.name), t, generation)
                 recipes.append(format_recipe(tree, compact=True))
+        self._score_recipes(recipes, generation,
+                            f"{len(recipes)} merges of a pool of {len(parents)}")
+        return recipes
+
+    def _score_recipes(self, recipes: list[str], generation: int, what: str) -> None:
         todo = [(_merge_and_score, (r, str(self.checkpoints_dir), str(self.merges_dir),
                                     self.config.method, self.scorer))
-                for r in recipes if r not in self.entries]
-        self.log(f"generation {generation}: {len(recipes)} merges of the top {len(parents)} "
-                 f"({len(recipes) - len(todo)} already scored)")
+                for r in dict.fromkeys(recipes) if r not in self.entries]
+        self.log(f"generation {generation}: {what} ({len(recipes) - len(todo)} already scored)")
         self._run_tasks(todo, generation)
-        new = [self.entries[r] for r in recipes]
-        return min(e.composite for e in new) < best_before.composite
+
+    def _search(self, parents: list[Entry], generation: int) -> list[str]:
+        """An Optuna search (CMA-ES or TPE, seeded) over one t per parameter group for the
+        pool's best pair: `budget` merges, asked `workers` at a time. Merges scored before
+        (a resumed run) are told to the study first, so nothing is scored twice."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        a, b = parents[0], parents[1]
+        groups = self._groups(a)
+        space = {g: optuna.distributions.FloatDistribution(0.0, 1.0, step=0.01) for g in groups}
+        seed = self.config.seed + generation
+        sampler = (optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+                   if self.config.search == "cmaes" else optuna.samplers.TPESampler(seed=seed))
+        study = optuna.create_study(direction="minimize", sampler=sampler)
+        budget = self.config.budget or self.config.merges_per_generation
+        recipes: list[str] = []
+        while len(recipes) < budget:
+            trials = [study.ask(space) for _ in range(min(self.config.workers,
+                                                          budget - len(recipes)))]
+            batch = [self._group_recipe(a, b, trial.params, generation) for trial in trials]
+            self._score_recipes(batch, generation, f"search trials {len(recipes) + 1}-"
+                                f"{len(recipes) + len(batch)} of {budget} over the groups of "
+                                f"{a.name} + {b.name}")
+            for trial, recipe in zip(trials, batch):
+                study.tell(trial, self.entries[recipe].composite)
+            recipes += batch
+        return recipes
+
+    def _groups(self, entry: Entry) -> list[str]:
+        """The parameter groups present in a model, from its family record."""
+        from tinylm.models import get_family
+        from tinylm.train.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(entry.path)
+        record = get_family(ckpt.meta["family"])
+        return sorted({record.group_of(name) for name in ckpt.model_state})
+
+    @staticmethod
+    def _group_recipe(a: Entry, b: Entry, params: dict, generation: int) -> str:
+        groups = tuple((g, round(float(t), 2)) for g, t in params.items())
+        tree = Merge(_tree(a.name), _tree(b.name), 0.5, generation, groups)
+        return format_recipe(tree, compact=True)
 
     def run(self) -> Entry:
         started = time.perf_counter()
@@ -271,13 +367,79 @@ class Tournament:
         if self.stopped_because is None:
             self.stopped_because = f"{self.config.generations} generation(s) done"
             self._save_state()
+        if self.config.baselines:
+            self.score_baselines()
         champion = self.ranked()[0]
         self.log(f"champion: {champion.name} (composite {champion.composite:.4f}); "
                  f"{self.stopped_because}; {time.perf_counter() - started:.1f}s")
         return champion
 
     def best_checkpoint(self) -> Entry:
-        return [e for e in self.ranked() if e.generation < 0][0]
+        return [e for e in self.ranked() if e.generation == CHECKPOINT][0]
+
+    def best_merge(self) -> Entry | None:
+        merges = [e for e in self.ranked() if e.generation >= 0]
+        return merges[0] if merges else None
+
+    def baselines(self) -> list[Entry]:
+        return [e for e in self.ranked() if e.generation == BASELINE]
+
+    # ------------------------------------------------------------------ baselines
+
+    def score_baselines(self) -> None:
+        """Simple averaging, beside SLERP: uniform and greedy soups of the generation-0 pool's
+        checkpoints (Wortsman et al. 2022), LAWA over the last lawa_k checkpoints (Kaddour
+        2022), and the EMA weights the last checkpoint carries when training kept them. Each is
+        saved under tournament/baselines/ and competes for champion like any merge."""
+        from tinylm.merge.soup import greedy_soup, uniform_soup
+        from tinylm.train.checkpoint import list_checkpoints, load_checkpoint
+
+        pool = [e for e in self.pool(0) if e.generation == CHECKPOINT]
+        states = {e.name: load_checkpoint(e.path).model_state for e in pool}
+        self._baseline("soup_uniform", lambda: uniform_soup(list(states.values())),
+                       {"kind": "uniform soup", "members": list(states)})
+        if "soup_greedy" not in self.entries:
+            known = {id(states[e.name]): e.composite for e in pool}  # scored already
+            trials = iter(range(len(states)))
+
+            def score(sd) -> float:
+                if id(sd) in known:
+                    return known[id(sd)]
+                return self._score_state(f"greedy_trial_{next(trials)}", sd, {"kind": "trial"})
+
+            state, kept = greedy_soup([(e.name, states[e.name]) for e in pool], score)
+            self._baseline("soup_greedy", lambda: state,
+                           {"kind": "greedy soup", "members": kept})
+        last = list_checkpoints(self.checkpoints_dir)[-self.config.lawa_k:]
+        self._baseline(f"lawa_{len(last)}", lambda: uniform_soup(
+            [load_checkpoint(p).model_state for p in last]),
+            {"kind": "LAWA", "members": [p.name for p in last]})
+        newest = load_checkpoint(last[-1], with_train_state=True)
+        ema = {k[4:]: v for k, v in (newest.train_state or {}).items() if k.startswith("ema.")}
+        if ema:
+            self._baseline(f"ema_{last[-1].name}", lambda: ema,
+                           {"kind": "EMA", "members": [last[-1].name]})
+        self._save_state()
+
+    def _baseline(self, name: str, build, about: dict) -> None:
+        if name in self.entries:
+            return
+        path, metrics = self._save_and_score(name, build(), about)
+        self._record(name, str(path), metrics, BASELINE)
+
+    def _score_state(self, name: str, state: dict, about: dict) -> float:
+        return self._save_and_score(name, state, about)[1]["composite"]
+
+    def _save_and_score(self, name: str, state: dict, about: dict) -> tuple[Path, dict]:
+        from tinylm.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+        template = load_checkpoint(list_checkpoints(self.checkpoints_dir)[-1])
+        path = self.dir / "baselines" / name
+        save_checkpoint(path, family=template.meta["family"],
+                        model_config=template.meta["model_config"], model_state=state,
+                        tokenizer=template.tokenizer,
+                        extra_meta={"step": None, "tokens_seen": None, "baseline": about})
+        return path, self.scorer(path)
 
 
 def _tree(name: str):
@@ -293,11 +455,13 @@ def save_champion(tournament: Tournament, out: Path | None = None) -> Path:
     champion, best = tournament.ranked()[0], tournament.best_checkpoint()
     out = out or tournament.run_dir / "champion"
     source = load_checkpoint(champion.path)
-    lineage = source.meta.get("lineage", {"leaves": [champion.name], "parents": []})
+    members = source.meta.get("baseline", {}).get("members")  # a soup, LAWA or EMA
+    lineage = source.meta.get("lineage", {"leaves": members or [champion.name], "parents": []})
     meta = {"step": source.meta.get("step"), "tokens_seen": _tokens_seen(tournament, lineage),
             "recipe": champion.name, "lineage": lineage, "scores": champion.metrics,
             "best_checkpoint": {"name": best.name, "scores": best.metrics},
             "champion_is_merge": champion.generation >= 0,
+            "champion_is_baseline": champion.generation == BASELINE,
             "tournament": tournament.settings, "metrics": champion.metrics}
     return save_checkpoint(out, family=source.meta["family"],
                            model_config=source.meta["model_config"],
