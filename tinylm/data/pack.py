@@ -22,14 +22,16 @@ import numpy as np
 
 from tinylm.data.sources import ResolvedDataset, in_validation, resolve_dataset
 from tinylm.errors import TinyLMError
-from tinylm.tokenizers.base import Tokenizer, write_text_atomic
+from tinylm.io import default_cache_dir as _cache_dir
+from tinylm.io import write_text_atomic
+from tinylm.tokenizers.base import Tokenizer
 
 FORMAT, VERSION = "tinylm-tokens", 1
 BATCH_DOCS = 512  # documents handed to the tokenizer at once (it parallelises inside a batch)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm")) / "tokens"
+    return _cache_dir("tokens")
 
 
 @dataclass

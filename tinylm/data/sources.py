@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tinylm.errors import TinyLMError
+from tinylm.io import sha256_file
 
 TINYSTORIES_SEPARATOR = "<|endoftext|>"
 
@@ -234,14 +235,6 @@ def _hf_documents(spec: str) -> Iterator[str]:  # pragma: no cover - needs a hub
     stream = datasets.load_dataset(name, config or None, split="train", streaming=True)
     for row in stream:
         yield row["text"]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def in_validation(doc: str, val_permille: int) -> bool:

@@ -34,7 +34,7 @@ from typing import Callable
 
 from tinylm.errors import TinyLMError
 from tinylm.merge.recipe import Leaf, Merge, format_recipe, leaves, parse_recipe
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 Scorer = Callable[[Path], dict]  # checkpoint folder -> metrics, with "composite" (lower better)
 

@@ -7,7 +7,7 @@ import json
 
 from tinylm.eval.leaderboard import format_metric
 from tinylm.merge.report import METRIC_ORDER
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 
 def card_markdown(pipeline) -> str:

@@ -11,7 +11,7 @@ import json
 
 from tinylm.merge.report import (leaderboard_entries, markdown, markdown_to_html_tables,
                                  merge_tree_png)
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 
 def _png(fig) -> str:

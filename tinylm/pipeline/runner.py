@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tinylm.errors import TinyLMError
 from tinylm.pipeline.recipe import Recipe
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 STAGES = ("train", "score", "tournament", "champion", "card", "report")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tinylm.config import (add_dataclass_flags, from_dict, given_flags, load_preset,
                            read_config_file)
 from tinylm.errors import TinyLMError
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 from tinylm.train.loop import RunSpec, TrainConfig, train
 
 RUN_FILE = "run.json"
