@@ -317,6 +317,9 @@ def _load_plugin(file: str) -> None:
 
 def _child_main(conn, source, name, settings: dict, limit, data_dir: str, shard, threads: int,
                 batch_tokens: int, plugins: list[str]) -> None:
+    from tinylm.procs import die_with_parent
+
+    die_with_parent()  # a benchmark process never outlives the one that started it
     try:
         import torch
 

@@ -26,8 +26,10 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -210,12 +212,22 @@ class Tournament:
             for name, path, metrics in results:
                 self._record(name, path, metrics, generation)
             return
+        from tinylm.procs import pool_initializer
+
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.config.workers, mp_context=context) as pool:
+        # workers die with us, even by kill -9: orphans would race a restarted tournament
+        with ProcessPoolExecutor(self.config.workers, mp_context=context,
+                                 initializer=pool_initializer,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(fn, *args) for fn, args in tasks]
-            for future in as_completed(futures):
-                name, path, metrics = future.result()
-                self._record(name, path, metrics, generation)
+            try:
+                for future in as_completed(futures):
+                    name, path, metrics = future.result()
+                    self._record(name, path, metrics, generation)
+            except BrokenProcessPool:
+                raise TinyLMError("a tournament worker process died (out of memory?); run "
+                                  "the command again: every finished merge and score is "
+                                  "kept") from None
 
     def _record(self, name: str, path: str, metrics: dict, generation: int) -> None:
         if "composite" not in metrics:

@@ -102,8 +102,11 @@ class Pipeline:
         from tinylm.train.session import new_run, resume_run
 
         scorer, _ = self.scorer()
+        from tinylm.procs import pool_initializer
+
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as background:
+        with ProcessPoolExecutor(1, mp_context=context, initializer=pool_initializer,
+                                 initargs=(os.getpid(),)) as background:
             def on_checkpoint(path: Path) -> None:
                 background.submit(scorer, path)  # scored while training goes on
 
