@@ -87,10 +87,21 @@ class ModelInfo:
 
 
 def checkpoint_info(path: Path) -> ModelInfo:
-    """From meta.json alone: no weights are read, no torch is needed."""
+    """From meta.json, after the weights and tokenizer files are checked against the sha256 it
+    records: the cache is keyed by that hash, so a file changed after scoring must be refused
+    here, never served a stale score. No torch is needed."""
+    from tinylm.errors import TinyLMError
     from tinylm.train.checkpoint import read_meta
 
+    path = Path(path)
     meta = read_meta(path)
+    for name in ("model.safetensors", "tokenizer.json"):
+        file, expected = path / name, meta["files"].get(name)
+        if not file.is_file() or expected is None:
+            raise TinyLMError(f"{path}: checkpoint file {name} is missing")
+        if _sha256_file(file) != expected:
+            raise TinyLMError(f"{file}: sha256 mismatch: the file is corrupt or was changed "
+                              f"after saving")
     config = full_config(meta["family"], meta["model_config"])
     return ModelInfo(id=str(path), sha256=meta["files"]["model.safetensors"],
                      family=meta["family"], config=config, tokenizer=meta.get("tokenizer", {}),

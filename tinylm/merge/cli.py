@@ -13,7 +13,7 @@ def _parse_groups(items: list[str] | None) -> dict[str, float]:
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
-            groups[name] = float(value)
+            groups[name] = _check_t(float(value), f"--t-group {name}")
         except ValueError:
             sep = ""
         if not sep:
@@ -23,25 +23,48 @@ def _parse_groups(items: list[str] | None) -> dict[str, float]:
 
 def _parse_floats(text: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise TinyLMError(f"{what} expects comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise TinyLMError(f"{what} expects comma-separated numbers, got {text!r}")
+    return [_check_t(v, what) for v in values]
+
+
+def _check_t(t: float, what: str) -> float:
+    """An interpolation weight: finite and in [0, 1] (0 gives A, 1 gives B)."""
+    if not 0 <= t <= 1:  # also false for NaN
+        raise TinyLMError(f"{what} must be in [0, 1], got {t}")
+    return t
+
+
+def _check_method(method: str) -> None:
+    if method not in ("slerp", "lerp"):
+        raise TinyLMError(f"--method must be slerp or lerp, got {method!r}")
 
 
 def cmd_merge(args) -> None:
+    from tinylm.io import check_output, remove_path
     from tinylm.merge.tournament import build_merge
 
     out = Path(args.out)
+    _check_method(args.method)
+    _check_t(args.t, "--t")
     if args.recipe:
         if args.checkpoints:
-            raise TinyLMError("give either --recipe or two checkpoints, not both")
+            raise TinyLMError("give either --recipe or two checkpoint folders, not both")
         run = Path(args.run or ".")
-        build_merge(args.recipe, run / "checkpoints" if (run / "checkpoints").is_dir() else run,
-                    out, args.method)
+        source = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+        check_output(out, "checkpoint", inputs=[source, run if args.run else None],
+                     force=args.force)
+        if out.exists():
+            remove_path(out)  # allowed by check_output: our own checkpoint, or --force
+        build_merge(args.recipe, source, out, args.method)
         print(f"wrote {out} from recipe {args.recipe}")
         return
     if len(args.checkpoints or []) != 2:
         raise TinyLMError("tinylm merge needs two checkpoint folders (or --recipe)")
+    check_output(out, "checkpoint", inputs=args.checkpoints, force=args.force)
     merge_pair(Path(args.checkpoints[0]), Path(args.checkpoints[1]), args.t, out, args.method,
                _parse_groups(args.t_group),
                _parse_floats(args.gradient, "--gradient") if args.gradient else None, args.align)
@@ -88,19 +111,25 @@ def cmd_soup(args) -> None:
     from tinylm.merge.tournament import Tournament, TournamentConfig, save_champion
     from tinylm.merge.scoring import scorer_from_settings
 
+    from tinylm.io import check_output
+    from tinylm.lock import run_lock
+
     run = Path(args.run_dir)
     if not (run / "checkpoints").is_dir():
         raise TinyLMError(f"{run}: no checkpoints/ folder (is it a tinylm run folder?)")
+    _check_method(args.method)
     config = TournamentConfig(top_k=args.top_k, t_grid=tuple(_parse_floats(args.t, "--t")),
                               generations=args.generations, workers=args.workers,
                               method=args.method)
     scorer, settings = scorer_from_settings(benches=args.bench, limit=args.limit,
                                             arc_metric=args.arc_metric, shots=args.shots,
                                             data_dir=args.data_dir)
-    tournament = Tournament(run, config, scorer, settings)
-    tournament.run()
-    champion = save_champion(tournament)
-    md, page = write_report(tournament)
+    check_output(run / "champion", "checkpoint")
+    with run_lock(run):
+        tournament = Tournament(run, config, scorer, settings)
+        tournament.run()
+        champion = save_champion(tournament)
+        md, page = write_report(tournament)
     print_table(tournament)
     print(f"champion saved to {champion}; report: {md}, {page}")
 
@@ -127,6 +156,8 @@ def register(sub) -> None:
     p.add_argument("--align", action="store_true",
                    help="align B's hidden units and heads to A first (independent runs)")
     p.add_argument("-o", "--out", required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing -o that tinylm "
+                   "did not write (never an input, a run folder or a folder of other files)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("soup", help="SLERP tournament over a run's checkpoints")

@@ -52,10 +52,15 @@ class TournamentConfig:
     def __post_init__(self):
         if not 2 <= self.top_k <= 16:
             raise TinyLMError(f"top_k must be in [2, 16], got {self.top_k}")
-        if not self.t_grid or any(not 0 < t < 1 for t in self.t_grid):
+        if not self.t_grid or any(isinstance(t, bool) or not isinstance(t, (int, float))
+                                  or not 0 < t < 1 for t in self.t_grid):
             raise TinyLMError(f"every t of the grid must be in (0, 1), got {self.t_grid}")
-        if self.generations < 1 or self.workers < 1:
-            raise TinyLMError("generations and workers must be >= 1")
+        for name in ("top_k", "generations", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TinyLMError(f"{name} must be a whole number, got {value!r}")
+        if not 1 <= self.generations <= 100 or not 1 <= self.workers <= 64:
+            raise TinyLMError("generations must be in [1, 100] and workers in [1, 64]")
         self.t_grid = tuple(float(t) for t in self.t_grid)
 
 

@@ -109,9 +109,53 @@ def recipe_from_dict(data: dict, where: str) -> Recipe:
     from tinylm.train.loop import TrainConfig
 
     from_dict(TrainConfig, recipe.train_flags, where=f"{where} [train]")  # validate early
-    if recipe.processes < 1:
-        raise TinyLMError(f"{where}: train.processes must be >= 1")
+    processes = recipe.train.get("processes", 1)
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 64:
+        raise TinyLMError(f"{where}: train.processes must be a whole number in [1, 64]")
+    validate_sections(recipe, where)
     return recipe
+
+
+def validate_sections(recipe: Recipe, where: str) -> None:
+    """Every section's values, so `[tournament] top_k = 0` is refused before training."""
+    import math
+
+    from tinylm.merge.tournament import TournamentConfig
+    from tinylm.train.config import check_types
+
+    for key in SECTIONS:
+        try:
+            check_types(getattr(recipe, key))
+        except ValueError as err:
+            raise TinyLMError(f"{where} [{key}]: {err}") from None
+    t = recipe.tournament
+    try:
+        TournamentConfig(top_k=t.top_k, t_grid=tuple(t.t_grid), generations=t.generations,
+                         workers=t.workers, method=t.method)
+    except TinyLMError as err:
+        raise TinyLMError(f"{where} [tournament]: {err}") from None
+    if t.method not in ("slerp", "lerp"):
+        raise TinyLMError(f"{where} [tournament]: method must be slerp or lerp")
+    e = recipe.eval
+    if e.limit is not None and (isinstance(e.limit, bool) or not isinstance(e.limit, int)
+                                or e.limit < 1):
+        raise TinyLMError(f"{where} [eval]: limit must be a whole number >= 1, got {e.limit!r}")
+    if e.arc_metric not in ("acc", "acc_norm") or not 0 <= e.shots <= 25:
+        raise TinyLMError(f"{where} [eval]: arc_metric must be acc or acc_norm and shots in "
+                          f"[0, 25]")
+    s = recipe.samples
+    checks = [(bool(s.prompts) and all(isinstance(p, str) and p for p in s.prompts),
+               "prompts must be a non-empty list of non-empty strings"),
+              (1 <= s.max_new_tokens <= 100_000, "max_new_tokens must be in [1, 100000]"),
+              (math.isfinite(s.temperature) and s.temperature >= 0, "temperature must be >= 0"),
+              (s.top_k >= 0, "top_k must be >= 0"),
+              (0 < s.top_p <= 1, "top_p must be in (0, 1]"),
+              (math.isfinite(s.repetition_penalty) and s.repetition_penalty > 0,
+               "repetition_penalty must be > 0"),
+              (s.seed >= 0, "seed must be >= 0")]
+    for ok, message in checks:
+        if not ok:
+            raise TinyLMError(f"{where} [samples]: {message}")
 
 
 def load_recipe(name_or_path: str | None) -> Recipe:
@@ -120,7 +164,7 @@ def load_recipe(name_or_path: str | None) -> Recipe:
     if path.suffix == ".toml":
         if not path.is_file():
             raise TinyLMError(f"recipe file not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = _read_text(path), str(path)
     elif name_or_path in builtin_recipes():
         text = (resources.files("tinylm") / "recipes" / f"{name_or_path}.toml").read_text("utf-8")
         where = f"built-in recipe {name_or_path}"
@@ -132,3 +176,12 @@ def load_recipe(name_or_path: str | None) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         raise TinyLMError(f"{where}: not valid TOML ({err})") from None
     return recipe_from_dict(data, where)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TinyLMError(f"{path}: not a TOML recipe (the file is not UTF-8 text)") from None
+    except OSError as err:
+        raise TinyLMError(f"{path}: cannot read ({err.strerror or err})") from None

@@ -32,8 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tinylm.errors import TinyLMError
-from tinylm.io import (canonical_sha256, remove_stale_temps, sha256_file, temp_prefix,
-                       write_error)
+from tinylm.io import (canonical_sha256, remove_path, remove_stale_temps, sha256_file,
+                       temp_prefix, write_error)
 from tinylm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT, VERSION = "tinylm-checkpoint", 1
@@ -119,7 +119,7 @@ def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_path(old)
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)

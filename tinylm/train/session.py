@@ -127,7 +127,7 @@ def check_out_folder(out: Path) -> None:
 
 def foreign_files_of_run(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir()
-                  if p.name not in (*RUN_FILES, LOCK_FILE, "checkpoints"))
+                  if p.name not in (*RUN_FILES, LOCK_FILE, "checkpoints", "pipeline.json"))
 
 
 def preflight(config: TrainConfig, data: str, data_dir, tokenizer_path=None) -> None:
