@@ -211,6 +211,9 @@ def check_output(path: str | Path, kind: str, inputs=(), force: bool = False) ->
 
     kind: "checkpoint" (a folder written whole) or "file". Returns the path."""
     path = Path(path)
+    if path.is_dir() and is_run_folder(path):
+        raise TinyLMError(f"{path} is a run folder; it is never replaced (choose another "
+                          f"output)")
     for source in inputs:
         if source is not None and Path(source).exists() and _same_or_inside(path, Path(source)):
             raise TinyLMError(f"output {path} is (or holds, or lies inside) the input {source}; "
@@ -218,9 +221,6 @@ def check_output(path: str | Path, kind: str, inputs=(), force: bool = False) ->
     if not path.exists() and not path.is_symlink():
         _refuse_inside_owned(path)
         return path
-    if path.is_dir() and is_run_folder(path):
-        raise TinyLMError(f"{path} is a run folder; it is never replaced (choose another "
-                          f"output)")
     if kind == "checkpoint":
         return _check_checkpoint_output(path, force)
     if path.is_dir():
@@ -250,8 +250,7 @@ def _check_checkpoint_output(path: Path, force: bool) -> Path:
     return path
 
 
-RUN_FILES = {*RUN_MARKERS, "tokenizer.json", "metrics.jsonl", ".lock", "checkpoints",
-             "tournament", "champion"}
+RUN_FILES = {*RUN_MARKERS, "tokenizer.json", "metrics.jsonl", ".lock"}
 
 
 def _refuse_inside_owned(path: Path) -> None:

@@ -1,10 +1,12 @@
 """One process at a time in a run folder: an OS file lock held for the process's life.
 
 `RUN/.lock` is locked with `fcntl.flock` (exclusive, non-blocking) while a process trains,
-scores or runs a tournament in the folder, and holds the holder's PID as text. The OS drops the
-lock when the holder dies, even by `kill -9`, so a lock is never stuck; a PID left in the file
-by a dead holder is reported ("taking over the stale lock of PID N") and overwritten. A second
-process gets one line naming the holder's PID.
+scores or runs a tournament in the folder, and holds the holder's PID as text; it is removed
+when the holder finishes. The OS drops the lock when the holder dies, even by `kill -9`, so a
+lock is never stuck: the file a dead holder leaves is reported ("taking over the stale lock of
+PID N") and reused. A second process gets one line naming the holder's PID. Since the file is
+removed on release, a locker checks after locking that the file it locked is still the one at
+the path (else it locked a removed file, and tries again).
 
 Re-entrant within a process (the pipeline holds the lock and its training stage asks again),
 and inherited by child processes through `$TINYLM_RUN_LOCK`: `tinylm run` with several
@@ -63,10 +65,27 @@ def run_lock(folder: str | Path, log=print):
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = previous
-        os.close(fd)  # closing drops the flock
+        release(folder, fd)
 
 
 def acquire(folder: Path, log=print) -> int:
+    for _ in range(10):
+        fd = _lock_once(folder)
+        if _is_current(folder, fd):
+            break
+        os.close(fd)  # we locked a file its holder removed on release: lock the new one
+    else:
+        raise TinyLMError(f"cannot lock {folder}: the lock file keeps changing")
+    stale = _read_pid(fd)
+    if stale and stale != os.getpid():
+        state = "no longer running" if not pid_alive(stale) else "it no longer holds the lock"
+        log(f"taking over the stale lock of PID {stale} in {folder} ({state})")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _lock_once(folder: Path) -> int:
     import fcntl
 
     try:
@@ -82,13 +101,22 @@ def acquire(folder: Path, log=print) -> int:
         who = f"PID {holder}" if holder else "another process"
         raise TinyLMError(f"{folder} is in use by {who} (locked in {folder / LOCK_FILE}); wait "
                           f"for it to finish or stop it") from None
-    stale = _read_pid(fd)
-    if stale and stale != os.getpid():
-        state = "no longer running" if not pid_alive(stale) else "it no longer holds the lock"
-        log(f"taking over the stale lock of PID {stale} in {folder} ({state})")
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _is_current(folder: Path, fd: int) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(folder / LOCK_FILE).st_ino
+    except OSError:
+        return False
+
+
+def release(folder: Path, fd: int) -> None:
+    """Remove the lock file (while still holding it, so nobody else holds it), then unlock."""
+    with contextlib.suppress(OSError):
+        if _is_current(folder, fd):
+            (folder / LOCK_FILE).unlink()
+    os.close(fd)  # closing drops the flock
 
 
 def _read_pid(fd: int) -> int | None:
@@ -98,8 +126,3 @@ def _read_pid(fd: int) -> int | None:
     except (OSError, ValueError):
         return None
 
-
-def release_file(folder: Path) -> None:
-    """Remove the lock file of a folder this process is about to delete (a failed start)."""
-    with contextlib.suppress(OSError):
-        (Path(folder) / LOCK_FILE).unlink()

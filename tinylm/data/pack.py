@@ -64,14 +64,14 @@ def check_splits(name: str, data_dir=None, val_permille: int = 50, log=print) ->
     """Before anything is written: both splits of `name` must get at least one document.
     Stops reading as soon as both have one. Says how a file without separators was split."""
     dataset = resolve_dataset(name, data_dir)
-    if dataset.split_note:
-        log(dataset.split_note)
     if dataset.hf_name is not None:
         return {}
     counts = {"train": 0, "val": 0}
     for doc in dataset.documents():
         counts["val" if in_validation(doc, val_permille) else "train"] += 1
         if counts["train"] and counts["val"]:
+            if dataset.split_note:
+                log(dataset.split_note)
             return counts
     total = counts["train"] + counts["val"]
     if total == 0:

@@ -51,13 +51,23 @@ def build_train_config(preset: dict | None, config_file: str | None, flags: dict
     if preset:
         merged.update(preset.get("train", {}))
     if config_file:
-        settings = read_config_file(config_file)
+        settings = _config_settings(config_file)
         if not isinstance(settings, dict):
             raise TinyLMError(f"{config_file}: expected a table of settings (a JSON object), "
                               f"got a {type(settings).__name__}")
         merged.update(settings)
     merged.update(flags)
     return from_dict(TrainConfig, merged, where="training settings")
+
+
+def _config_settings(config_file: str):
+    """--config FILE (.toml or .json), or the JSON object itself: --config '{"steps": 10}'."""
+    if str(config_file).lstrip().startswith("{"):
+        try:
+            return json.loads(config_file)
+        except ValueError as err:
+            raise TinyLMError(f"--config: not a JSON object ({err})") from None
+    return read_config_file(config_file)
 
 
 def prepare_tokenizer(preset: dict, data: str, data_dir, tokenizer_path, val_permille: int):
@@ -96,19 +106,24 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
     preflight(config, data, data_dir, tokenizer_path)
     rank, _ = distributed.setup()
     created = not out.exists()
-    with run_lock(out):
-        wrote = False
-        try:
-            if rank == 0:  # one process prepares the run folder; the others wait, then read it
-                prepare_run_folder(preset, preset_name, data, data_dir, out, config,
-                                   tokenizer_path)
-            wrote = True
-            distributed.barrier()
-            return resume_run(out, {}, None, progress, on_checkpoint, fresh=True)
-        except BaseException:
-            if rank == 0:
-                undo_failed_start(out, created, wrote)
-            raise
+    try:
+        with run_lock(out):
+            wrote = False
+            try:
+                if rank == 0:  # one process prepares the folder; the others wait, then read it
+                    prepare_run_folder(preset, preset_name, data, data_dir, out, config,
+                                       tokenizer_path)
+                wrote = True
+                distributed.barrier()
+                return resume_run(out, {}, None, progress, on_checkpoint, fresh=True)
+            except BaseException:
+                if rank == 0:
+                    undo_failed_start(out, wrote)
+                raise
+    except BaseException:
+        if created and rank == 0 and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # the folder this start made, and nothing in it
+        raise
 
 
 def check_out_folder(out: Path) -> None:
@@ -134,9 +149,11 @@ def preflight(config: TrainConfig, data: str, data_dir, tokenizer_path=None) -> 
     """Everything a start can check before it writes anything."""
     from tinylm.data.pack import check_splits
 
+    from tinylm.tokenizers import load_tokenizer
+
     pick_device(config.device)
-    if tokenizer_path and not Path(tokenizer_path).is_file():
-        raise TinyLMError(f"tokenizer file not found: {tokenizer_path}")
+    if tokenizer_path:
+        load_tokenizer(tokenizer_path)
     check_splits(data, data_dir, config.val_permille)
 
 
@@ -149,7 +166,7 @@ def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out:
             raise TinyLMError(f"{out} already holds a run; pass --resume to continue it or "
                               f"choose another --out")
         print(f"{out}: an earlier start made no checkpoint; starting it afresh")
-        undo_failed_start(out, created=False, wrote=True)
+        undo_failed_start(out, wrote=True)
     from tinylm.data.sources import resolve_dataset
     from tinylm.models import build_model
 
@@ -165,7 +182,7 @@ def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out:
                                                   "train": asdict(config)}, indent=1))
 
 
-def undo_failed_start(out: Path, created: bool, wrote: bool) -> None:
+def undo_failed_start(out: Path, wrote: bool) -> None:
     """Remove what a start wrote when it made no checkpoint, so it can simply be retried."""
     from tinylm.train.checkpoint import list_checkpoints
 
@@ -178,9 +195,6 @@ def undo_failed_start(out: Path, created: bool, wrote: bool) -> None:
         remove_stale_temps(ckpts)
         if not any(ckpts.iterdir()):
             ckpts.rmdir()
-    if created and out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_FILE}:
-        (out / LOCK_FILE).unlink(missing_ok=True)
-        out.rmdir()
 
 
 def resume_run(out: Path, flags: dict, config_file=None, progress=True,
