@@ -196,3 +196,93 @@ def test_failed_start_leaves_nothing_and_can_be_started_again(tmp_path):
     run_cli("train", "--preset", "debug", "--data", "tinystories", "--steps", "2",
             "--out", str(out), "--no-progress", env=ONE_THREAD)
     assert list_checkpoints(out / "checkpoints")
+
+
+PIPELINE = """
+name = "faults"
+[data]
+name = "tinystories"
+[model]
+preset = "debug"
+[train]
+steps = 40
+ckpt_every = 20
+eval_every = 20
+threads = 1
+[eval]
+limit = 2
+[tournament]
+top_k = 2
+t_grid = [0.5]
+generations = 1
+workers = 2
+[samples]
+prompts = ["Once upon a time"]
+max_new_tokens = 10
+"""
+
+
+@pytest.mark.slow
+def test_kill_of_tinylm_run_in_its_tournament_leaves_no_child_and_restarts(tmp_path):
+    recipe = tmp_path / "faults.toml"
+    recipe.write_text(PIPELINE)
+    out = tmp_path / "run"
+    env = {"TINYLM_CACHE": str(tmp_path / "cache")}
+
+    def in_tournament_with_workers():
+        try:
+            state = json.loads((out / "pipeline.json").read_text())
+        except (OSError, ValueError):
+            return None
+        found = _children(proc.pid) if state.get("running") == "tournament" else set()
+        return found or None
+
+    proc = _start("run", str(recipe), "--out", str(out), env=env)
+    children = _wait_for(in_tournament_with_workers, timeout=300,
+                         what="the tournament stage's workers")
+    children |= _children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    try:
+        _wait_for(lambda: not any(_alive(pid) for pid in children), timeout=20,
+                  what="the workers to exit")
+    finally:
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    checkpoints = _tree(out / "checkpoints")
+    run_cli("run", str(recipe), "--out", str(out), env={**ONE_THREAD, **env})
+    assert _tree(out / "checkpoints") == checkpoints  # the restart trained nothing again
+    assert load_checkpoint(out / "champion").meta["recipe"]
+
+
+def test_full_disk_is_one_line_naming_the_path_and_what_was_kept(short_run, tmp_path,
+                                                                  monkeypatch):
+    import errno
+
+    from tinylm.errors import TinyLMError
+    from tinylm.io import write_text_atomic
+    from tinylm.train import checkpoint
+
+    ckpt = load_checkpoint(list_checkpoints(short_run / "checkpoints")[-1])
+    folder = tmp_path / "checkpoints"
+    kept = checkpoint.save_checkpoint(folder / "step_00000002", family="llama",
+                                      model_config=ckpt.meta["model_config"],
+                                      model_state=ckpt.model_state, tokenizer=ckpt.tokenizer)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    with pytest.raises(TinyLMError) as caught:
+        checkpoint.save_checkpoint(folder / "step_00000004", family="llama",
+                                   model_config=ckpt.meta["model_config"],
+                                   model_state=ckpt.model_state, tokenizer=ckpt.tokenizer)
+    message = str(caught.value)
+    assert "\n" not in message and "step_00000004" in message and "disk is full" in message
+    assert f"the last good checkpoint is {kept}" in message
+    assert [p.name for p in folder.iterdir()] == ["step_00000002"]  # no temporary left
+    monkeypatch.setattr("os.replace", full)
+    with pytest.raises(TinyLMError, match="disk is full; the old file is unchanged"):
+        write_text_atomic(tmp_path / "x.json", "{}")
+    assert list(tmp_path.glob(".x.json*")) == []

@@ -7,7 +7,7 @@ import json
 
 from tinylm.eval.leaderboard import format_metric
 from tinylm.merge.report import METRIC_ORDER
-from tinylm.io import write_text_atomic
+from tinylm.io import check_output, write_text_atomic
 
 
 def card_markdown(pipeline) -> str:
@@ -70,5 +70,6 @@ def card_markdown(pipeline) -> str:
 def write_card(pipeline):
     path = pipeline.out / "champion" / "MODEL_CARD.md"
     text = card_markdown(pipeline)
-    write_text_atomic(pipeline.out / "MODEL_CARD.md", text)
+    target = check_output(pipeline.out / "MODEL_CARD.md", "file")  # never the user's own card
+    write_text_atomic(target, text)
     return path
