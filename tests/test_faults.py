@@ -187,15 +187,25 @@ def test_text_without_document_marks_trains_and_says_how_it_was_split(tmp_path, 
 
 
 def test_failed_start_leaves_nothing_and_can_be_started_again(tmp_path):
+    """Interrupted before its first checkpoint, a start removes what it wrote; killed, it
+    leaves a run.json without checkpoints, and the next start simply starts afresh."""
     out = tmp_path / "again"
-    bad = run_cli("train", "--preset", "debug", "--data", "tinystories", "--steps", "2",
-                  "--seq-len", "9999", "--out", str(out), "--no-progress", check=False,
-                  env=ONE_THREAD)
-    assert bad.returncode == 2 and "seq_len" in bad.stderr and "Traceback" not in bad.stderr
-    assert not out.exists()  # no run.json, no folder
-    run_cli("train", "--preset", "debug", "--data", "tinystories", "--steps", "2",
-            "--out", str(out), "--no-progress", env=ONE_THREAD)
-    assert list_checkpoints(out / "checkpoints")
+    args = ("train", "--preset", "debug", "--data", "tinystories", "--steps", "2", "--out",
+            str(out), "--no-progress")
+    saving = lambda: list((out / "checkpoints").glob(".step_*.tmp"))  # noqa: E731
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        proc = _start(*args, env={"TINYLM_TEST_STALL_SAVE": "60"})
+        _wait_for(saving, what="the first checkpoint's save")
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+        assert "Traceback" not in stderr
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130 and not out.exists()  # no run.json, no folder
+    assert (out / "run.json").is_file() and not list_checkpoints(out / "checkpoints")
+    proc = run_cli(*args, env=ONE_THREAD)
+    assert "an earlier start made no checkpoint; starting it afresh" in proc.stdout
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_00000002"]
+    assert not saving()  # the killed save's temporary folder is gone
 
 
 PIPELINE = """

@@ -26,7 +26,6 @@ from tinylm.errors import TinyLMError
 from tinylm.io import is_checkpoint_folder, remove_stale_temps, write_text_atomic
 from tinylm.lock import LOCK_FILE, run_lock
 from tinylm.train.config import TrainConfig
-from tinylm.train.loop import RunSpec, pick_device, train
 
 RUN_FILE = "run.json"
 RUN_FILES = (RUN_FILE, "tokenizer.json", "metrics.jsonl")  # what a start writes
@@ -102,6 +101,9 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
     out = Path(out)
     preset = load_preset(preset_name)
     config = build_train_config(preset, config_file, flags)
+    context = preset.get("model", {}).get("context_len")
+    if context and config.seq_len > context:
+        raise TinyLMError(f"seq_len {config.seq_len} exceeds the model's context {context}")
     check_out_folder(out)
     preflight(config, data, data_dir, tokenizer_path)
     rank, _ = distributed.setup()
@@ -150,6 +152,7 @@ def preflight(config: TrainConfig, data: str, data_dir, tokenizer_path=None) -> 
     from tinylm.data.pack import check_splits
 
     from tinylm.tokenizers import load_tokenizer
+    from tinylm.train.loop import pick_device
 
     pick_device(config.device)
     if tokenizer_path:
@@ -169,6 +172,7 @@ def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out:
         undo_failed_start(out, wrote=True)
     from tinylm.data.sources import resolve_dataset
     from tinylm.models import build_model
+    from tinylm.train.loop import RunSpec
 
     resolve_dataset(data, data_dir)  # fail fast, before training a tokenizer
     tokenizer = prepare_tokenizer(preset, data, data_dir, tokenizer_path, config.val_permille)
@@ -201,6 +205,7 @@ def resume_run(out: Path, flags: dict, config_file=None, progress=True,
                on_checkpoint=None, fresh: bool = False) -> Path:
     """Continue the run in `out` (or, with fresh=True, start the run just prepared there)."""
     from tinylm.tokenizers import load_tokenizer
+    from tinylm.train.loop import RunSpec, pick_device, train
 
     out = Path(out)
     run_file = out / RUN_FILE
