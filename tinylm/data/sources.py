@@ -242,7 +242,10 @@ def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDa
     return ResolvedDataset(name, files, source.reader)
 
 
-LINE_DOCS, CHUNK_CHARS = 200, 2000  # aim: this many documents; characters per chunk at least
+# A file without document marks is cut into about LINE_DOCS documents: by lines when it has at
+# least MIN_LINES of them, else into chunks of at least CHUNK_CHARS characters. Enough pieces
+# that a 5% validation split gets some, few enough that each is still a stretch of text.
+LINE_DOCS, MIN_LINES, CHUNK_CHARS = 200, 40, 2000
 
 
 def text_reader(path: Path) -> tuple[Callable[[Path], Iterator[str]], str | None]:
@@ -261,7 +264,7 @@ def text_reader(path: Path) -> tuple[Callable[[Path], Iterator[str]], str | None
     if re.search(r"\n[ \t\r]*\n\s*\S", head.strip("\n")):
         return read_blank_line_docs, None
     lines = sum(1 for line in head.splitlines() if line.strip())
-    if lines >= 2 * 20:
+    if lines >= MIN_LINES:
         per_doc = max(1, lines // LINE_DOCS)
         note = (f"{path.name} has no document separators (no blank lines): split into "
                 f"documents of {per_doc} line(s) each")
