@@ -245,7 +245,7 @@ def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDa
 # A file without document marks is cut into about LINE_DOCS documents: by lines when it has at
 # least MIN_LINES of them, else into chunks of at least CHUNK_CHARS characters. Enough pieces
 # that a 5% validation split gets some, few enough that each is still a stretch of text.
-LINE_DOCS, MIN_LINES, CHUNK_CHARS = 200, 40, 2000
+LINE_DOCS, MIN_LINES, CHUNK_CHARS = 200, 40, 256
 
 
 def text_reader(path: Path) -> tuple[Callable[[Path], Iterator[str]], str | None]:
