@@ -297,6 +297,7 @@ def check_hub(name: str, timeout: float = 3.0) -> None:
     """An hf: name fails in seconds when the hub cannot be used, not after a long hang."""
     import importlib.util
     import socket
+    import threading
 
     if importlib.util.find_spec("datasets") is None:
         raise TinyLMError(f"{name}: hf: data sets need the `datasets` package (pip install "
@@ -305,12 +306,21 @@ def check_hub(name: str, timeout: float = 3.0) -> None:
         if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
             raise TinyLMError(f"{name}: ${var} is set, so the Hugging Face hub cannot be "
                               f"reached; use a local file or a named data set")
-    try:
-        socket.create_connection(HUB, timeout=timeout).close()
-    except OSError as err:
+    failure: list[str] = ["no answer in time"]
+
+    def probe() -> None:  # in a thread: a name lookup that hangs ignores socket timeouts
+        try:
+            socket.create_connection(HUB, timeout=timeout).close()
+            failure.clear()
+        except OSError as err:
+            failure[:] = [str(err.strerror or err)]
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failure:
         raise TinyLMError(f"{name}: the Hugging Face hub ({HUB[0]}) is not reachable "
-                          f"({err.strerror or err}); use a local file or a named data "
-                          f"set") from None
+                          f"({failure[0]}); use a local file or a named data set")
 
 
 def _hf_documents(spec: str) -> Iterator[str]:  # pragma: no cover - needs a hub
