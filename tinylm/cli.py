@@ -22,24 +22,26 @@ def cmd_info(args) -> None:
 
 def cmd_tokenizer_train(args) -> None:
     from tinylm.data.pack import tokenizer_training_texts
-    from tinylm.tokenizers import train_tokenizer
+    from tinylm.io import check_output
+    from tinylm.tokenizers import check_training_request, train_tokenizer
 
+    check_training_request(args.kind, args.vocab, args.max_chars)
+    if args.out:
+        check_output(args.out, "file", force=args.force)
     texts = tokenizer_training_texts(args.data, args.data_dir, max_chars=args.max_chars)
     tok = train_tokenizer(args.kind, texts, args.vocab)
-    out = Path(args.out or f"tokenizer-{args.kind}-{tok.vocab_size}-{args.data}.json")
+    out = Path(args.out or f"tokenizer-{args.kind}-{tok.vocab_size}-{Path(args.data).name}.json")
+    check_output(out, "file", force=args.force)
     tok.save(out)
     print(f"wrote {out}: {tok.kind}, vocab {tok.vocab_size}, eos {tok.eos_id}, "
           f"hash {tok.content_hash()[:16]}")
 
 
 def cmd_data_list(args) -> None:
-    from tinylm.data.sources import SOURCES, resolve_data_dir
+    from tinylm.data.sources import SOURCES, resolve_data_dir_why
 
-    try:
-        folder = resolve_data_dir(args.data_dir)
-    except TinyLMError as err:
-        folder = None
-        print(f"({err})")
+    folder, why = resolve_data_dir_why(args.data_dir)  # no data dir at all is an error
+    print(f"data dir: {folder} ({why})")
     for name, source in sorted(SOURCES.items()):
         present = folder is not None and all((folder / f).is_file() for f in source.files)
         print(f"{'+' if present else '-'} {name:18s} {source.description}")
@@ -63,8 +65,7 @@ def cmd_generate(args) -> None:
     from tinylm.infer.settings import SamplingConfig
 
     sampling = SamplingConfig(**given_flags(args, SamplingConfig))  # validated before loading
-    if args.n < 0:
-        raise TinyLMError(f"-n must be >= 0, got {args.n}")
+    _check_sampling(args)
     prompts = _read_prompts(args)
     model = tinylm.load(args.checkpoint, device=args.device)
     settings = dict(max_new_tokens=args.n, seed=args.seed, **asdict(sampling))
@@ -76,6 +77,24 @@ def cmd_generate(args) -> None:
         return
     for prompt, text in zip(prompts, model.generate_batch(prompts, **settings)):
         print(f"{prompt}{text}\n---")
+
+
+def _check_sampling(args) -> None:
+    """Refuse settings the sampler cannot honour, before a model is loaded (SamplingConfig
+    checks its own fields)."""
+    from tinylm.train.config import valid_device_name
+
+    checks = [(1 <= args.n <= 1_000_000, f"-n must be in [1, 1000000], got {args.n}"),
+              (0 <= args.seed < 2**63, f"--seed must be in [0, 2**63), got {args.seed}")]
+    for ok, message in checks:
+        if not ok:
+            raise TinyLMError(message)
+    if not valid_device_name(args.device):
+        raise TinyLMError(f"unknown device {args.device!r}; use cpu, cuda, cuda:N or mps")
+    if args.device != "cpu":
+        from tinylm.train.loop import pick_device
+
+        pick_device(args.device)
 
 
 def _read_prompts(args) -> list[str]:
@@ -126,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data-dir")
     t.add_argument("--max-chars", type=int, default=50_000_000)
     t.add_argument("-o", "--out")
+    t.add_argument("--force", action="store_true", help="replace an existing -o not written "
+                                                         "by tinylm")
     t.set_defaults(func=cmd_tokenizer_train)
 
     p = sub.add_parser("data", help="data set tools")
@@ -188,4 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as err:  # a full disk, a read-only folder: the user can fix it
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"tinylm: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
     return 0

@@ -22,14 +22,16 @@ import numpy as np
 
 from tinylm.data.sources import ResolvedDataset, in_validation, resolve_dataset
 from tinylm.errors import TinyLMError
-from tinylm.tokenizers.base import Tokenizer, write_text_atomic
+from tinylm.io import default_cache_dir as _cache_dir
+from tinylm.io import write_text_atomic
+from tinylm.tokenizers.base import Tokenizer
 
 FORMAT, VERSION = "tinylm-tokens", 1
 BATCH_DOCS = 512  # documents handed to the tokenizer at once (it parallelises inside a batch)
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TINYLM_CACHE", Path.home() / ".cache" / "tinylm")) / "tokens"
+    return _cache_dir("tokens")
 
 
 @dataclass
@@ -50,9 +52,34 @@ def split_documents(dataset: ResolvedDataset, split: str, val_permille: int):
 
 def expected_meta(dataset: ResolvedDataset, split: str, tokenizer: Tokenizer,
                   val_permille: int) -> dict:
-    return {"format": FORMAT, "version": VERSION, "dataset": dataset.name, "split": split,
+    meta = {"format": FORMAT, "version": VERSION, "dataset": dataset.name, "split": split,
             "val_permille": val_permille, "tokenizer_hash": tokenizer.content_hash(),
             "source_sha256": dataset.fingerprint()}
+    if dataset.split_note:  # documents cut by lines or chunks: part of what the cache holds
+        meta["documents_by"] = dataset.split_note
+    return meta
+
+
+def check_splits(name: str, data_dir=None, val_permille: int = 50, log=print) -> dict:
+    """Before anything is written: both splits of `name` must get at least one document.
+    Stops reading as soon as both have one. Says how a file without separators was split."""
+    dataset = resolve_dataset(name, data_dir)
+    if dataset.hf_name is not None:
+        return {}
+    counts = {"train": 0, "val": 0}
+    for doc in dataset.documents():
+        counts["val" if in_validation(doc, val_permille) else "train"] += 1
+        if counts["train"] and counts["val"]:
+            if dataset.split_note:
+                log(dataset.split_note)
+            return counts
+    total = counts["train"] + counts["val"]
+    if total == 0:
+        raise TinyLMError(f"data set {name!r} holds no text (no documents)")
+    empty = "validation" if counts["val"] == 0 else "training"
+    raise TinyLMError(f"data set {name!r}: its {total} document(s) leave the {empty} split "
+                      f"empty at --val-permille {val_permille}; add text or change "
+                      f"--val-permille")
 
 
 def load_or_build(name: str, split: str, tokenizer: Tokenizer, data_dir=None, cache_dir=None,
@@ -70,9 +97,9 @@ def load_or_build(name: str, split: str, tokenizer: Tokenizer, data_dir=None, ca
             log(f"rebuilding token cache {bin_path.name}: {reason}")
         build(dataset, split, tokenizer, val_permille, bin_path, meta_path, want)
     meta = json.loads(meta_path.read_text())
-    tokens = np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
-    if meta["tokens"] == 0:
+    if meta["tokens"] == 0:  # before the memmap, which cannot map an empty file
         raise TinyLMError(f"data set {name!r} has no documents in its {split} split")
+    tokens = np.memmap(bin_path, dtype=meta["dtype"], mode="r", shape=(meta["tokens"],))
     return PackedTokens(tokens, meta)
 
 

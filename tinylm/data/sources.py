@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from tinylm.errors import TinyLMError
+from tinylm.io import sha256_file
 
 TINYSTORIES_SEPARATOR = "<|endoftext|>"
 
@@ -44,10 +45,26 @@ def candidate_data_dirs(data_dir: str | Path | None = None) -> list[Path]:
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    candidates = candidate_data_dirs(data_dir)
-    for folder in candidates:
+    return resolve_data_dir_why(data_dir)[0]
+
+
+def resolve_data_dir_why(data_dir: str | Path | None = None) -> tuple[Path, str]:
+    """(the data dir, why that one). A --data-dir or $TINYLM_DATA that is not a folder is an
+    error, never passed over for a default."""
+    if data_dir:
+        if not Path(data_dir).is_dir():
+            raise TinyLMError(f"--data-dir {data_dir} is not a folder")
+        return Path(data_dir).resolve(), "from --data-dir"
+    env = os.environ.get("TINYLM_DATA")
+    if env:
+        if not Path(env).is_dir():
+            raise TinyLMError(f"$TINYLM_DATA={env} is not a folder; fix it or unset it")
+        return Path(env).resolve(), "from $TINYLM_DATA"
+    candidates = candidate_data_dirs()
+    for folder, why in zip(candidates, ("beside the working folder (../shared/data)",
+                                        "beside this tinylm checkout (../shared/data)")):
         if folder.is_dir():
-            return folder.resolve()
+            return folder.resolve(), why
     looked = ", ".join(str(c) for c in candidates)
     raise TinyLMError(f"no data dir found (looked in: {looked}); pass --data-dir or set "
                       f"$TINYLM_DATA")
@@ -124,11 +141,14 @@ def read_wikitext_articles(path: Path) -> Iterator[str]:
             yield "".join(article)
 
 
-def read_line_chunks(path: Path, lines_per_doc: int = 100) -> Iterator[str]:
+def read_line_chunks(path: Path, lines_per_doc: int = 100,
+                     skip_blank: bool = False) -> Iterator[str]:
     """For line-per-utterance corpora without document marks (BabyLM Switchboard)."""
     with _open_text(path) as f:
         chunk: list[str] = []
         for line in f:
+            if skip_blank and not line.strip():
+                continue
             chunk.append(line)
             if len(chunk) == lines_per_doc:
                 yield "".join(chunk).rstrip("\n")
@@ -176,6 +196,7 @@ class ResolvedDataset:
     files: list[Path]
     reader: Callable[[Path], Iterator[str]] | None
     hf_name: str | None = None
+    split_note: str | None = None  # how a user's file without document marks was split
 
     def documents(self) -> Iterator[str]:
         if self.hf_name is not None:
@@ -198,11 +219,16 @@ class ResolvedDataset:
 
 def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDataset:
     if name.startswith("hf:"):
+        check_hub(name)
         return ResolvedDataset(name, [], None, hf_name=name[3:])
     as_path = Path(name)
     if as_path.suffix in (".txt", ".jsonl", ".gz") and as_path.exists():
-        reader = read_jsonl_text if ".jsonl" in as_path.name else read_separated_or_blank
-        return ResolvedDataset(as_path.name, [as_path.resolve()], reader)
+        if not as_path.is_file():
+            raise TinyLMError(f"--data {as_path} is a folder; give a text file")
+        if ".jsonl" in as_path.name:
+            return ResolvedDataset(as_path.name, [as_path.resolve()], read_jsonl_text)
+        reader, note = text_reader(as_path)
+        return ResolvedDataset(as_path.name, [as_path.resolve()], reader, split_note=note)
     if name not in SOURCES:
         raise TinyLMError(f"unknown data set {name!r}; known: {', '.join(dataset_names())} "
                           f"(or hf:NAME, or a path to a .txt/.jsonl file)")
@@ -216,12 +242,85 @@ def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDa
     return ResolvedDataset(name, files, source.reader)
 
 
+# A file without document marks is cut into about LINE_DOCS documents: by lines when it has at
+# least MIN_LINES of them, else into chunks of at least CHUNK_CHARS characters. Enough pieces
+# that a 5% validation split gets some, few enough that each is still a stretch of text.
+LINE_DOCS, MIN_LINES, CHUNK_CHARS = 200, 40, 256
+
+
+def text_reader(path: Path) -> tuple[Callable[[Path], Iterator[str]], str | None]:
+    """How a user's .txt is cut into documents: by <|endoftext|>, else by blank lines; a file
+    with neither (one document, which would leave a split empty) by lines, and a file of few
+    lines by fixed-size chunks. Returns (reader, a note saying so, or None)."""
+    try:
+        with _open_text(path) as f:
+            head = f.read(1 << 20)
+    except UnicodeDecodeError as err:
+        raise TinyLMError(f"{path}: not valid UTF-8 text ({err})") from None
+    except (OSError, EOFError) as err:
+        raise TinyLMError(f"{path}: cannot read ({err})") from None
+    if TINYSTORIES_SEPARATOR in head:
+        return read_separated_or_blank, None
+    if re.search(r"\n[ \t\r]*\n\s*\S", head.strip("\n")):
+        return read_blank_line_docs, None
+    lines = sum(1 for line in head.splitlines() if line.strip())
+    if lines >= MIN_LINES:
+        per_doc = max(1, lines // LINE_DOCS)
+        note = (f"{path.name} has no document separators (no blank lines): split into "
+                f"documents of {per_doc} line(s) each")
+        return (lambda p: read_line_chunks(p, per_doc, skip_blank=True)), note
+    size = max(CHUNK_CHARS, len(head) // LINE_DOCS)
+    note = (f"{path.name} has no document separators and few lines: split into chunks of "
+            f"{size} characters")
+    return (lambda p: read_char_chunks(p, size)), note
+
+
+def read_char_chunks(path: Path, size: int) -> Iterator[str]:
+    with _open_text(path) as f:
+        while piece := f.read(size):
+            if piece.strip():
+                yield piece
+
+
 def read_separated_or_blank(path: Path) -> Iterator[str]:
     """A user's .txt: split on <|endoftext|> when the file uses it, else on blank lines."""
     with _open_text(path) as f:
         uses_marker = TINYSTORIES_SEPARATOR in f.read(1 << 20)
     yield from (read_separated(path, drop_last_partial=False) if uses_marker
                 else read_blank_line_docs(path))
+
+
+HUB = ("huggingface.co", 443)
+
+
+def check_hub(name: str, timeout: float = 3.0) -> None:
+    """An hf: name fails in seconds when the hub cannot be used, not after a long hang."""
+    import importlib.util
+    import socket
+    import threading
+
+    if importlib.util.find_spec("datasets") is None:
+        raise TinyLMError(f"{name}: hf: data sets need the `datasets` package (pip install "
+                          f"'tinylm[hub]')")
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").lower() in ("1", "true", "yes", "on"):
+            raise TinyLMError(f"{name}: ${var} is set, so the Hugging Face hub cannot be "
+                              f"reached; use a local file or a named data set")
+    failure: list[str] = ["no answer in time"]
+
+    def probe() -> None:  # in a thread: a name lookup that hangs ignores socket timeouts
+        try:
+            socket.create_connection(HUB, timeout=timeout).close()
+            failure.clear()
+        except OSError as err:
+            failure[:] = [str(err.strerror or err)]
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failure:
+        raise TinyLMError(f"{name}: the Hugging Face hub ({HUB[0]}) is not reachable "
+                          f"({failure[0]}); use a local file or a named data set")
 
 
 def _hf_documents(spec: str) -> Iterator[str]:  # pragma: no cover - needs a hub
@@ -234,14 +333,6 @@ def _hf_documents(spec: str) -> Iterator[str]:  # pragma: no cover - needs a hub
     stream = datasets.load_dataset(name, config or None, split="train", streaming=True)
     for row in stream:
         yield row["text"]
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def in_validation(doc: str, val_permille: int) -> bool:

@@ -8,6 +8,7 @@ reported and the others still finish; the command then exits 2.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -42,8 +43,15 @@ def cmd_eval(args) -> None:
     from tinylm.eval.harness import evaluate_checkpoint, report
     from tinylm.eval.results import checkpoint_info, write_json
 
+    from tinylm.eval.harness import check_request
+    from tinylm.io import check_output
+
     settings = _settings(args)
+    check_request(args.bench, args.limit, args.data_dir, timeout=args.timeout,
+                  threads=args.threads, jobs=args.jobs, batch_tokens=args.batch_tokens)
     targets = _targets(args.checkpoint)
+    if args.out:
+        check_output(args.out, "file", inputs=targets, force=args.force)
     reports = []
     for path in targets:
         print(f"{path}")
@@ -64,8 +72,7 @@ def cmd_eval(args) -> None:
     if args.out:
         write_json(Path(args.out), reports[0] if len(reports) == 1 else {"reports": reports})
         print(f"wrote {args.out}")
-    failed = [f"{d['model']['id']}: {b} {s}" for d in reports for b, s in d["not_ok"].items()
-              if s != "skipped"]  # absent data is reported, not an error
+    failed = [f"{d['model']['id']}: {b} {s}" for d in reports for b, s in d["not_ok"].items()]
     if failed:
         raise TinyLMError(f"{len(failed)} benchmark run(s) did not finish: {'; '.join(failed)}")
 
@@ -104,15 +111,28 @@ def _print_report(doc: dict) -> None:
 def cmd_leaderboard(args) -> None:
     from tinylm.eval.leaderboard import collect_run, to_table, write_leaderboard
 
+    from tinylm.eval.harness import check_request
+    from tinylm.io import check_output
+    from tinylm.lock import run_lock
+
     run = Path(args.run_dir)
     if not (run / "checkpoints").is_dir():
         raise TinyLMError(f"{run}: no checkpoints/ folder (is it a tinylm run folder?)")
     settings = _settings(args)
-    entries = collect_run(run, args.bench, settings, args.limit, args.cache_dir, args.data_dir,
-                          score=args.score, timeout=args.timeout, threads=args.threads,
-                          log=print if args.score else None)
+    check_request(args.bench, args.limit, args.data_dir, timeout=args.timeout,
+                  threads=args.threads, jobs=args.jobs)
+    out_dir = Path(args.out or run)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise TinyLMError(f"--out {out_dir} is a file; give a folder for leaderboard.md/.html")
+    if out_dir.resolve() != run.resolve():  # the run's own leaderboard files are ours
+        for name in ("leaderboard.md", "leaderboard.html"):
+            check_output(out_dir / name, "file", force=args.force)
+    with run_lock(run) if args.score else contextlib.nullcontext():
+        entries = collect_run(run, args.bench, settings, args.limit, args.cache_dir,
+                              args.data_dir, score=args.score, timeout=args.timeout,
+                              threads=args.threads, log=print if args.score else None)
     if not entries:
-        raise TinyLMError(f"{run}: no checkpoints to rank")
+        raise TinyLMError(f"{run}: no checkpoints to rank (the leaderboard would be empty)")
     unscored = [e.name for e in entries if not e.metrics]
     note = (f"benchmarks {args.bench}; limit {args.limit or 'none (full sets)'}; "
             f"ARC {settings.shots}-shot, composite uses {settings.arc_metric}; "
@@ -123,8 +143,7 @@ def cmd_leaderboard(args) -> None:
     if unscored:
         print(f"{len(unscored)} model(s) have no results with these settings: run `tinylm eval "
               f"{run}` (same flags) or add --score")
-    md, page = write_leaderboard(entries, Path(args.out or run), f"Leaderboard: {run.name}",
-                                 note)
+    md, page = write_leaderboard(entries, out_dir, f"Leaderboard: {run.name}", note)
     print(f"wrote {md} and {page}")
 
 
@@ -182,6 +201,8 @@ def register(sub) -> None:
     p.add_argument("--batch-tokens", type=int,
                    help="rows x padded length per forward pass (default 1024 on a CPU)")
     p.add_argument("-o", "--out", help="also write the report JSON here")
+    p.add_argument("--force", action="store_true", help="replace an existing -o file not "
+                                                         "written by tinylm")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("leaderboard", help="rank a run's scored checkpoints and merges "
@@ -190,4 +211,6 @@ def register(sub) -> None:
     _common(p)
     p.add_argument("--score", action="store_true", help="score what is not cached yet")
     p.add_argument("--out", help="folder for leaderboard.md/.html (default: the run folder)")
+    p.add_argument("--force", action="store_true", help="replace leaderboard files in --out "
+                                                         "not written by tinylm")
     p.set_defaults(func=cmd_leaderboard)

@@ -75,6 +75,36 @@ def parse_benches(text: str | list[str] | tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_request(benches, limit=None, data_dir=None, *, timeout: float | None = None,
+                  threads: int | None = None, jobs: int | None = None,
+                  batch_tokens: int | None = None) -> list[str]:
+    """Refuse, before any work, what would score nothing or the wrong thing: a limit below 1
+    (a negative one would slice off the end), a benchmark whose data is not there, and
+    counts or times that are not positive. Returns the benchmark names."""
+    import math
+
+    from tinylm.data.sources import resolve_data_dir_why
+
+    names = parse_benches(benches)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise TinyLMError(f"--limit must be a whole number >= 1, got {limit}")
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise TinyLMError(f"--timeout must be a number of seconds > 0, got {timeout}")
+    for flag, value, low in (("--threads", threads, 0), ("--jobs", jobs, 0),
+                             ("--batch-tokens", batch_tokens, 1)):
+        if value is not None and not low <= value <= 1 << 24:
+            raise TinyLMError(f"{flag} must be in [{low}, {1 << 24}], got {value}")
+    folder, why = resolve_data_dir_why(data_dir)
+    for name in names:
+        missing = get_benchmark(name).missing_files(folder)
+        if missing:
+            raise TinyLMError(f"no data for benchmark {name}: {missing[0]} not found in the "
+                              f"data dir {folder} ({why}); pass --data-dir or set "
+                              f"$TINYLM_DATA")
+    return names
+
+
 def bench_settings(bench: str, limit: int | None = None, shots: int = 0, seed: int = 1234,
                    stride: int | None = None, mode: str = "document", **more) -> dict:
     """The settings of one benchmark as a flat dict (its cache-relevant fields plus limit)."""
@@ -315,6 +345,9 @@ def _load_plugin(file: str) -> None:
 
 def _child_main(conn, source, name, settings: dict, limit, data_dir: str, shard, threads: int,
                 batch_tokens: int, plugins: list[str]) -> None:
+    from tinylm.procs import die_with_parent
+
+    die_with_parent()  # a benchmark process never outlives the one that started it
     try:
         import torch
 

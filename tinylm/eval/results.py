@@ -26,30 +26,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import default_cache_dir as _cache_dir
+from tinylm.io import sha256_file as _sha256_file
+from tinylm.io import write_text_atomic
 
 RESULT_FORMAT = "tinylm-eval-result"
-_FILE_HASHES: dict[tuple, str] = {}
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("TINYLM_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "tinylm") / "eval"
+    return _cache_dir("eval")
 
 
 # --------------------------------------------------------------------------- hashes
 
 def sha256_file(path: Path) -> str:
-    """sha256 of a file, remembered for the process by (path, size, mtime)."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                digest.update(block)
-        _FILE_HASHES[key] = digest.hexdigest()
-    return _FILE_HASHES[key]
+    """sha256 of a data file, remembered for the process by (path, size, mtime)."""
+    return _sha256_file(path, remember=True)
 
 
 def data_sha256(paths: list[Path], root: Path) -> dict:
@@ -95,10 +87,21 @@ class ModelInfo:
 
 
 def checkpoint_info(path: Path) -> ModelInfo:
-    """From meta.json alone: no weights are read, no torch is needed."""
+    """From meta.json, after the weights and tokenizer files are checked against the sha256 it
+    records: the cache is keyed by that hash, so a file changed after scoring must be refused
+    here, never served a stale score. No torch is needed."""
+    from tinylm.errors import TinyLMError
     from tinylm.train.checkpoint import read_meta
 
+    path = Path(path)
     meta = read_meta(path)
+    for name in ("model.safetensors", "tokenizer.json"):
+        file, expected = path / name, meta["files"].get(name)
+        if not file.is_file() or expected is None:
+            raise TinyLMError(f"{path}: checkpoint file {name} is missing")
+        if _sha256_file(file) != expected:
+            raise TinyLMError(f"{file}: sha256 mismatch: the file is corrupt or was changed "
+                              f"after saving")
     config = full_config(meta["family"], meta["model_config"])
     return ModelInfo(id=str(path), sha256=meta["files"]["model.safetensors"],
                      family=meta["family"], config=config, tokenizer=meta.get("tokenizer", {}),

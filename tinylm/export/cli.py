@@ -7,7 +7,12 @@ def cmd_export_single_file(args) -> None:
     from pathlib import Path
 
     from tinylm.export.single_file import export_single_file
+    from tinylm.io import check_output
 
+    check_output(args.out, "file", inputs=[args.checkpoint], force=args.force)
+    if args.weights_beside:
+        check_output(Path(args.out).with_suffix(".safetensors"), "file",
+                     inputs=[args.checkpoint], force=args.force)
     out = export_single_file(args.checkpoint, args.out,
                              weights="beside" if args.weights_beside else "embed",
                              check=not args.no_check)
@@ -32,4 +37,6 @@ def register(subparsers) -> None:
                    "OUT.safetensors beside the script instead of embedding them")
     s.add_argument("--no-check", action="store_true", help="skip loading the written file and "
                    "comparing it with tinylm")
+    s.add_argument("--force", action="store_true", help="replace an existing output not "
+                   "written by tinylm")
     s.set_defaults(func=cmd_export_single_file)

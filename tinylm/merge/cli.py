@@ -14,7 +14,7 @@ def _parse_groups(items: list[str] | None) -> dict[str, float]:
     for item in items or []:
         name, sep, value = item.partition("=")
         try:
-            groups[name] = float(value)
+            groups[name] = _check_t(float(value), f"--t-group {name}")
         except ValueError:
             sep = ""
         if not sep:
@@ -24,29 +24,55 @@ def _parse_groups(items: list[str] | None) -> dict[str, float]:
 
 def _parse_floats(text: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        values = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise TinyLMError(f"{what} expects comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise TinyLMError(f"{what} expects comma-separated numbers, got {text!r}")
+    return [_check_t(v, what) for v in values]
+
+
+def _check_t(t: float, what: str) -> float:
+    """An interpolation weight: finite and in [0, 1] (0 gives A, 1 gives B)."""
+    if not 0 <= t <= 1:  # also false for NaN
+        raise TinyLMError(f"{what} must be in [0, 1], got {t}")
+    return t
+
+
+def _check_method(method: str) -> None:
+    if method not in ("slerp", "lerp"):
+        raise TinyLMError(f"--method must be slerp or lerp, got {method!r}")
 
 
 def cmd_merge(args) -> None:
+    from tinylm.io import check_output, remove_path
+
     out = Path(args.out)
+    _check_method(args.method)
+    if args.t is not None:
+        _check_t(args.t, "--t")
     if args.recipe:
         _refuse_with_recipe(args)
         from tinylm.merge.tournament import build_merge
 
         run = Path(args.run or ".")
-        build_merge(args.recipe, run / "checkpoints" if (run / "checkpoints").is_dir() else run,
-                    out, args.method)
+        source = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+        check_output(out, "checkpoint", inputs=[source, run if args.run else None],
+                     force=args.force)
+        if out.exists():
+            remove_path(out)  # allowed by check_output: our own checkpoint, or --force
+        build_merge(args.recipe, source, out, args.method)
         print(f"wrote {out} from recipe {args.recipe}")
         return
     paths = [Path(p) for p in args.checkpoints or []]
     if args.soup:
+        check_output(out, "checkpoint", inputs=paths, force=args.force)
         soup_checkpoints(paths, args.soup, out, args)
         return
     if len(paths) != 2:
         raise TinyLMError("tinylm merge needs two checkpoint folders (or --recipe, or --soup "
                           "with two or more)")
+    check_output(out, "checkpoint", inputs=paths, force=args.force)
     merge_pair(paths[0], paths[1], 0.5 if args.t is None else args.t, out, args.method,
                _parse_groups(args.t_group),
                _parse_floats(args.gradient, "--gradient") if args.gradient else None, args.align)
@@ -166,6 +192,8 @@ def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
 
 def cmd_tournament(args) -> None:
     from tinylm.eval.cli import scoring_from_args
+    from tinylm.io import check_output
+    from tinylm.lock import run_lock
     from tinylm.merge.report import print_table, write_report
     from tinylm.merge.scoring import make_scorer
     from tinylm.merge.tournament import Tournament, TournamentConfig, save_champion
@@ -173,16 +201,19 @@ def cmd_tournament(args) -> None:
     run = Path(args.run_dir)
     if not (run / "checkpoints").is_dir():
         raise TinyLMError(f"{run}: no checkpoints/ folder (is it a tinylm run folder?)")
+    _check_method(args.method)
     config = TournamentConfig(top_k=args.top_k, t_grid=tuple(_parse_floats(args.t, "--t")),
                               generations=args.generations, workers=args.workers,
                               method=args.method, search=args.search, budget=args.budget,
                               per_metric_seeds=args.per_metric_seeds, baselines=args.baselines,
                               lawa_k=args.lawa_k, seed=args.seed)
     scorer, settings = make_scorer(scoring_from_args(args), args.data_dir)
-    tournament = Tournament(run, config, scorer, settings)
-    tournament.run()
-    champion = save_champion(tournament)
-    md, page = write_report(tournament)
+    check_output(run / "champion", "checkpoint")
+    with run_lock(run):
+        tournament = Tournament(run, config, scorer, settings)
+        tournament.run()
+        champion = save_champion(tournament)
+        md, page = write_report(tournament)
     print_table(tournament)
     print(f"champion saved to {champion}; report: {md}, {page}")
 
@@ -208,6 +239,8 @@ def register(sub) -> None:
                                   "only if the composite improves; scored with the eval flags)")
     add_scoring_flags(p)
     p.add_argument("-o", "--out", required=True)
+    p.add_argument("--force", action="store_true", help="replace an existing -o that tinylm "
+                   "did not write (never an input, a run folder or a folder of other files)")
     p.set_defaults(func=cmd_merge)
 
     defaults = TournamentConfig()

@@ -26,19 +26,21 @@ def make_scorer(scoring=None, data_dir=None, threads: int = 1):
     """(picklable scorer, the settings it scores with) for `Tournament` and `tinylm run`, from a
     `ScoringConfig` (default: every composite benchmark, full sets, default settings)."""
     from tinylm.errors import TinyLMError
-    from tinylm.eval.harness import COMPOSITE_BENCHES, parse_benches
+    from tinylm.eval.harness import COMPOSITE_BENCHES, check_request
     from tinylm.eval.settings import ScoringConfig
     from tinylm.eval.tasks import get_benchmark
 
     scoring = scoring or ScoringConfig()
-    names = tuple(parse_benches(scoring.bench))
+    names = tuple(check_request(scoring.bench, scoring.limit, data_dir))  # before any work
     missing = [b for b in COMPOSITE_BENCHES if b not in names]
     if missing:
         raise TinyLMError(f"the composite needs {', '.join(COMPOSITE_BENCHES)}; missing "
                           f"{', '.join(missing)}")
-    arc_metric = scoring.settings.arc_metric
+    arc_metric, shots = scoring.settings.arc_metric, scoring.settings.shots
     if arc_metric not in ("acc", "acc_norm"):
         raise TinyLMError(f"--arc-metric must be acc or acc_norm, got {arc_metric!r}")
+    if not 0 <= shots <= 25:
+        raise TinyLMError(f"--shots must be a whole number in [0, 25], got {shots}")
     settings = {b: {"limit": scoring.limit,
                     **scoring.settings.subset(get_benchmark(b).settings)} for b in names}
     scorer = functools.partial(score_checkpoint, benches=names, settings=settings,

@@ -26,15 +26,17 @@ import hashlib
 import itertools
 import json
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from tinylm.errors import TinyLMError
 from tinylm.merge.recipe import Leaf, Merge, format_recipe, leaves, parse_recipe
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 Scorer = Callable[[Path], dict]  # checkpoint folder -> metrics, with "composite" (lower better)
 
@@ -70,15 +72,20 @@ class TournamentConfig:
     def __post_init__(self):
         if not 2 <= self.top_k <= 16:
             raise TinyLMError(f"top_k must be in [2, 16], got {self.top_k}")
-        if not self.t_grid or any(not 0 < t < 1 for t in self.t_grid):
+        if not self.t_grid or any(isinstance(t, bool) or not isinstance(t, (int, float))
+                                  or not 0 < t < 1 for t in self.t_grid):
             raise TinyLMError(f"every t of the grid must be in (0, 1), got {self.t_grid}")
-        if self.generations < 1 or self.workers < 1:
-            raise TinyLMError("generations and workers must be >= 1")
+        for name in ("top_k", "generations", "workers", "budget", "lawa_k", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TinyLMError(f"{name} must be a whole number, got {value!r}")
+        if not 1 <= self.generations <= 100 or not 1 <= self.workers <= 64:
+            raise TinyLMError("generations must be in [1, 100] and workers in [1, 64]")
         if self.search not in SEARCHES:
             raise TinyLMError(f"search must be one of {', '.join(SEARCHES)}, got "
                               f"{self.search!r}")
-        if self.budget < 0 or self.lawa_k < 2:
-            raise TinyLMError("budget must be >= 0 and lawa_k >= 2")
+        if not 0 <= self.budget <= 10_000 or not 2 <= self.lawa_k <= 1000:
+            raise TinyLMError("budget must be in [0, 10000] and lawa_k in [2, 1000]")
         self.t_grid = tuple(float(t) for t in self.t_grid)
 
     @property
@@ -237,12 +244,22 @@ class Tournament:
             for name, path, metrics in results:
                 self._record(name, path, metrics, generation)
             return
+        from tinylm.procs import pool_initializer
+
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.config.workers, mp_context=context) as pool:
+        # workers die with us, even by kill -9: orphans would race a restarted tournament
+        with ProcessPoolExecutor(self.config.workers, mp_context=context,
+                                 initializer=pool_initializer,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(fn, *args) for fn, args in tasks]
-            for future in as_completed(futures):
-                name, path, metrics = future.result()
-                self._record(name, path, metrics, generation)
+            try:
+                for future in as_completed(futures):
+                    name, path, metrics = future.result()
+                    self._record(name, path, metrics, generation)
+            except BrokenProcessPool:
+                raise TinyLMError("a tournament worker process died (out of memory?); run "
+                                  "the command again: every finished merge and score is "
+                                  "kept") from None
 
     def _record(self, name: str, path: str, metrics: dict, generation: int) -> None:
         if "composite" not in metrics:

@@ -7,7 +7,7 @@ import json
 
 from tinylm.eval.leaderboard import format_metric
 from tinylm.merge.report import METRIC_ORDER
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import check_output, write_text_atomic
 
 
 def card_markdown(pipeline) -> str:
@@ -69,7 +69,7 @@ def card_markdown(pipeline) -> str:
 
 
 def write_card(pipeline):
-    """Write RUN/MODEL_CARD.md and return its path."""
-    path = pipeline.out / "MODEL_CARD.md"
+    """Write RUN/MODEL_CARD.md (never over a card tinylm did not write) and return its path."""
+    path = check_output(pipeline.out / "MODEL_CARD.md", "file")
     write_text_atomic(path, card_markdown(pipeline))
     return path

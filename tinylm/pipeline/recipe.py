@@ -110,12 +110,43 @@ def recipe_from_dict(data: dict, where: str) -> Recipe:
     if "name" not in data:
         raise TinyLMError(f"{where}: a recipe needs a name")
     recipe = from_dict(Recipe, data, where=where)
-    from tinylm.train.loop import TrainConfig
+    from tinylm.train.config import TrainConfig
 
     from_dict(TrainConfig, recipe.train_flags, where=f"{where} [train]")  # validate early
-    if recipe.processes < 1:
-        raise TinyLMError(f"{where}: train.processes must be >= 1")
+    processes = recipe.train.get("processes", 1)
+    if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 64:
+        raise TinyLMError(f"{where}: train.processes must be a whole number in [1, 64]")
+    validate_sections(recipe, where)
     return recipe
+
+
+def validate_sections(recipe: Recipe, where: str) -> None:
+    """Every section's value types (no 3.7 for an int, no NaN), and what the sections' own
+    dataclasses do not check, so a bad recipe is refused before training. TournamentConfig,
+    EvalSettings and SamplingConfig validate their own ranges when the recipe is read."""
+    from tinylm.train.config import check_types
+
+    parts = {"data": [recipe.data], "model": [recipe.model],
+             "eval": [recipe.eval, recipe.eval.settings], "tournament": [recipe.tournament],
+             "samples": [recipe.samples, recipe.samples.sampling]}
+    for key, sections in parts.items():
+        try:
+            for section in sections:
+                check_types(section)
+        except ValueError as err:
+            raise TinyLMError(f"{where} [{key}]: {err}") from None
+    e = recipe.eval.settings
+    if e.arc_metric not in ("acc", "acc_norm") or not 0 <= e.shots <= 25:
+        raise TinyLMError(f"{where} [eval]: arc_metric must be acc or acc_norm and shots in "
+                          f"[0, 25]")
+    s = recipe.samples
+    checks = [(bool(s.prompts) and all(isinstance(p, str) and p for p in s.prompts),
+               "prompts must be a non-empty list of non-empty strings"),
+              (1 <= s.max_new_tokens <= 100_000, "max_new_tokens must be in [1, 100000]"),
+              (s.seed >= 0, "seed must be >= 0")]
+    for ok, message in checks:
+        if not ok:
+            raise TinyLMError(f"{where} [samples]: {message}")
 
 
 def load_recipe(name_or_path: str | None) -> Recipe:
@@ -124,7 +155,7 @@ def load_recipe(name_or_path: str | None) -> Recipe:
     if path.suffix == ".toml":
         if not path.is_file():
             raise TinyLMError(f"recipe file not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), str(path)
+        text, where = _read_text(path), str(path)
     elif name_or_path in builtin_recipes():
         text = (resources.files("tinylm") / "recipes" / f"{name_or_path}.toml").read_text("utf-8")
         where = f"built-in recipe {name_or_path}"
@@ -136,3 +167,12 @@ def load_recipe(name_or_path: str | None) -> Recipe:
     except tomllib.TOMLDecodeError as err:
         raise TinyLMError(f"{where}: not valid TOML ({err})") from None
     return recipe_from_dict(data, where)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise TinyLMError(f"{path}: not a TOML recipe (the file is not UTF-8 text)") from None
+    except OSError as err:
+        raise TinyLMError(f"{path}: cannot read ({err.strerror or err})") from None

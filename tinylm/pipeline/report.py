@@ -11,7 +11,7 @@ import json
 
 from tinylm.merge.report import (leaderboard_entries, markdown, markdown_to_html_tables,
                                  merge_tree_png)
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import check_output, write_text_atomic
 
 
 def _png(fig) -> str:
@@ -87,6 +87,6 @@ def write_run_report(pipeline):
             "collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}pre{white-space:"
             "pre-wrap;background:#f6f6f6;padding:1em}</style></head><body>"
             + "\n".join(sections) + "</body></html>")
-    path = out / "report.html"
+    path = check_output(out / "report.html", "file")  # a report.html of the user's is kept
     write_text_atomic(path, page)
     return path

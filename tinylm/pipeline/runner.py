@@ -15,6 +15,10 @@ cached by model hash, so nothing is ever scored twice, across restarts too.
 
 `STAGE_HOOKS` is the one injection point: each hook is called with the stage's name once
 pipeline.json names it as running, just before the stage starts (the kill test stalls there).
+
+Before anything is written, the recipe's settings, device, data and benchmark data are checked
+and the folder must be new, empty or a run of ours; the folder is then locked for the whole
+run (`tinylm.lock`), and every worker process dies with this one (`tinylm.procs`).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from tinylm.errors import TinyLMError
 from tinylm.pipeline.recipe import Recipe
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 STAGES = ("train", "score", "tournament", "champion", "card", "report")
 
@@ -76,6 +80,36 @@ class Pipeline:
     # ------------------------------------------------------------------ running
 
     def run(self) -> Path:
+        from tinylm.lock import run_lock
+
+        if "train" not in self.state["done"]:
+            self.preflight()
+        with run_lock(self.out, log=self.log):
+            return self._run_stages()
+
+    def preflight(self) -> None:
+        """Refuse, with one line, what would fail later: before any file is written."""
+        from tinylm.config import load_preset
+        from tinylm.io import is_checkpoint_folder
+        from tinylm.lock import LOCK_FILE
+        from tinylm.train.session import build_train_config, check_out_folder, preflight
+
+        if self.out.exists() and not self.state_file.is_file():
+            if is_checkpoint_folder(self.out):
+                raise TinyLMError(f"--out {self.out} is a checkpoint, not a run folder")
+            check_out_folder(self.out)
+            if not (self.out / "run.json").is_file() and self.out.is_dir() and any(
+                    p.name != LOCK_FILE for p in self.out.iterdir()):
+                raise TinyLMError(f"--out {self.out} holds files tinylm did not write")
+        self.scorer()  # benchmarks and their data
+        if (self.out / "run.json").is_file():
+            return
+        preset = load_preset(self.recipe.model.preset)
+        config = build_train_config(preset, None, self.recipe.train_flags)
+        preflight(config, self.recipe.data.name, self.recipe.data.data_dir,
+                  self.recipe.model.tokenizer)
+
+    def _run_stages(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         if not self.state_file.is_file():
             self._save_state()
@@ -109,8 +143,11 @@ class Pipeline:
         from tinylm.train.session import new_run, resume_run
 
         scorer, _ = self.scorer()
+        from tinylm.procs import pool_initializer
+
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=context) as background:
+        with ProcessPoolExecutor(1, mp_context=context, initializer=pool_initializer,
+                                 initargs=(os.getpid(),)) as background:
             def on_checkpoint(path: Path) -> None:
                 background.submit(scorer, path)  # scored while training goes on
 

@@ -27,6 +27,20 @@ def get_kind(kind: str) -> type[Tokenizer]:
     return TOKENIZERS[kind]
 
 
+MAX_VOCAB = 1 << 20  # ids are stored as uint32 at most; far beyond a tiny model's needs
+
+
+def check_training_request(kind: str, vocab_size: int | None, max_chars: int | None = None):
+    """Refuse a kind, vocab or text budget that cannot work, before any text is read."""
+    cls = get_kind(kind)
+    if vocab_size is not None and not 1 <= vocab_size <= MAX_VOCAB:
+        raise TinyLMError(f"--vocab must be in [1, {MAX_VOCAB}], got {vocab_size}")
+    if cls is not ByteTokenizer and not vocab_size:
+        raise TinyLMError(f"a {kind} tokenizer needs a vocab size (--vocab)")
+    if max_chars is not None and max_chars < 1:
+        raise TinyLMError(f"--max-chars must be >= 1, got {max_chars}")
+
+
 def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = None) -> Tokenizer:
     cls = get_kind(kind)
     if cls is ByteTokenizer:
@@ -37,6 +51,9 @@ def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int | None = No
 
 
 def tokenizer_from_dict(data: dict, where: str = "tokenizer") -> Tokenizer:
+    if not isinstance(data, dict):
+        raise TinyLMError(f"{where}: not a tinylm tokenizer (a JSON {type(data).__name__}, "
+                          f"not an object)")
     if data.get("format") != FORMAT:
         raise TinyLMError(f"{where}: not a tinylm tokenizer (missing format {FORMAT!r})")
     try:

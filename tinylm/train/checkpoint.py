@@ -4,19 +4,20 @@
         model.safetensors   weights only (the unwrapped, uncompiled module: no `_orig_mod.`)
         state.safetensors   optimizer moments and RNG state (training checkpoints only)
         tokenizer.json      the tokenizer, so a checkpoint is usable on its own
-        meta.json           format/version, family, model config, tokenizer hash, step, tokens
-                            seen, metrics, train config, scalar optimizer state, and the sha256
-                            of every other file
+        meta.json           format/version, family, model config (and its sha256, so an edited
+                            `dim` is refused), tokenizer hash, step, tokens seen, metrics,
+                            train config, scalar optimizer state, and the sha256 of every
+                            other file
 
 The folder is first written as a hidden temporary sibling, every file fsync'ed, then renamed
-into place in one step; a killed writer leaves only a `.tmp` folder that loaders ignore.
+into place in one step; a killed writer leaves only a `.tmp` folder that loaders ignore and the
+next save in that folder removes. A merged checkpoint has no step (`"step": null`).
 Loading never unpickles: safetensors and JSON only. Each file's sha256 is checked against
 meta.json, so a truncated or edited file is refused with a message that names it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from tinylm.errors import TinyLMError
+from tinylm.io import (canonical_sha256, remove_path, remove_stale_temps, sha256_file,
+                       temp_prefix, write_error)
 from tinylm.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT, VERSION = "tinylm-checkpoint", 1
@@ -47,25 +50,22 @@ class Checkpoint:
 
     @property
     def step(self) -> int:
-        return int(self.meta.get("step", 0))
+        return int(self.meta.get("step") or 0)  # a merge has none
 
     def build_model(self, device="cpu"):
         from tinylm.models import build_model
 
         model = build_model(self.meta["family"], self.meta["model_config"])
-        missing, unexpected = model.load_state_dict(self.model_state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(self.model_state, strict=False)
+        except RuntimeError as err:  # shapes that do not fit the config
+            first = str(err).strip().splitlines()[-1].strip()
+            raise TinyLMError(f"{self.path}: weights do not fit a {self.meta['family']} model "
+                              f"of this config ({first})") from None
         if missing or unexpected:
             raise TinyLMError(f"{self.path}: weights do not fit a {self.meta['family']} model of "
                               f"this config (missing {missing[:3]}, unexpected {unexpected[:3]})")
         return model.to(device).eval()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,10 +83,15 @@ def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
                     model_state: dict[str, torch.Tensor], tokenizer: Tokenizer,
                     extra_meta: dict | None = None,
                     train_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write a checkpoint folder atomically; an existing folder at `path` is replaced."""
+    """Write a checkpoint folder atomically; an existing folder at `path` is replaced.
+    A disk that refuses the write raises a one-line error; what was there stays."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp"))
+    except OSError as err:
+        raise write_error(path, err, _kept(path)) from None
     try:
         weights = {k: v.detach().contiguous().cpu() for k, v in model_state.items()}
         save_file(weights, tmp / "model.safetensors", metadata={"format": FORMAT})
@@ -98,7 +103,9 @@ def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
         tokenizer.save(tmp / "tokenizer.json")
         files.append("tokenizer.json")
         meta = {"format": FORMAT, "version": VERSION, "family": family,
-                "model_config": model_config, "tokenizer": tokenizer.describe(),
+                "model_config": model_config,
+                "config_sha256": config_sha256(family, model_config),
+                "tokenizer": tokenizer.describe(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **(extra_meta or {})}
         meta["files"] = {name: sha256_file(tmp / name) for name in files}
@@ -106,18 +113,35 @@ def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
         for name in files + ["meta.json"]:
             with open(tmp / name, "rb") as f:
                 os.fsync(f.fileno())
+        if os.environ.get("TINYLM_TEST_STALL_SAVE"):  # lets tests kill -9 mid-save
+            time.sleep(float(os.environ["TINYLM_TEST_STALL_SAVE"]))
         if path.exists():  # replace: move the old one aside first so the swap stays atomic
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+            remove_path(old)
         else:
             os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(path, err, _kept(path)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def config_sha256(family: str, model_config: dict) -> str:
+    """What meta.json records so that an edited model config is caught on load."""
+    return canonical_sha256({"family": family, "model_config": model_config})
+
+
+def _kept(path: Path) -> str:
+    last = list_checkpoints(path.parent)
+    if path.exists():
+        return f"{path} is unchanged"
+    return f"the last good checkpoint is {last[-1]}" if last else "nothing was replaced"
 
 
 def read_meta(path: str | Path) -> dict:
@@ -144,6 +168,12 @@ def read_meta(path: str | Path) -> dict:
     for key in ("family", "model_config", "files"):
         if key not in meta:
             raise TinyLMError(f"{path}: checkpoint metadata lacks {key!r}")
+    if not isinstance(meta["model_config"], dict) or not isinstance(meta["files"], dict):
+        raise TinyLMError(f"{meta_path}: model_config and files must be JSON objects")
+    recorded = meta.get("config_sha256")  # absent in checkpoints written before it was added
+    if recorded is not None and recorded != config_sha256(meta["family"], meta["model_config"]):
+        raise TinyLMError(f"{meta_path}: the model config does not match its recorded sha256 "
+                          f"(meta.json was edited after saving)")
     return meta
 
 
@@ -177,6 +207,11 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
     except (ValueError, UnicodeDecodeError) as err:
         raise TinyLMError(f"{tok_file}: corrupt tokenizer ({err})") from None
     tokenizer = tokenizer_from_dict(tok_data, where=str(tok_file))
+    recorded = (meta.get("tokenizer") or {}).get("hash") if isinstance(meta.get("tokenizer"),
+                                                                        dict) else None
+    if recorded is not None and recorded != tokenizer.content_hash():
+        raise TinyLMError(f"{tok_file}: tokenizer hash {tokenizer.content_hash()[:16]} differs "
+                          f"from the {recorded[:16]} recorded in meta.json")
     train_state = {}
     if with_train_state:
         if "state.safetensors" not in meta["files"]:

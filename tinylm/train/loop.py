@@ -14,7 +14,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,84 +22,35 @@ import torch
 import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
+from tinylm.train.config import TrainConfig  # noqa: F401 - re-exported: loop.TrainConfig
 from tinylm.train.checkpoint import (list_checkpoints, load_checkpoint, prune_checkpoints,
                                      save_checkpoint, step_dir_name)
-from tinylm.train.optim import (OPTIMIZERS, build_optimizer, load_optimizer_state,
-                                optimizer_state_tensors)
-from tinylm.train.schedule import SCHEDULES, lr_at
-
-
-def _help(text: str, default):
-    return field(default=default, metadata={"help": text})
-
-
-@dataclass
-class TrainConfig:
-    steps: int = _help("optimizer steps to train for", 300)
-    batch_size: int = _help("sequences per optimizer step (global, over all processes)", 16)
-    grad_accum: int = _help("micro-steps per optimizer step (batch is split across them)", 1)
-    seq_len: int = _help("tokens per sequence; 0 = the model's context length", 0)
-    lr: float = _help("peak learning rate", 1e-3)
-    min_lr_ratio: float = _help("final learning rate as a fraction of the peak", 0.1)
-    warmup_steps: int = _help("linear warmup steps", 20)
-    schedule: str = _help("cosine | wsd | constant", "cosine")
-    decay_frac: float = _help("wsd: fraction of steps spent decaying", 0.2)
-    optimizer: str = _help("adamw | nadamw", "adamw")
-    weight_decay: float = _help("decoupled weight decay on matrices", 0.1)
-    beta1: float = _help("Adam beta1", 0.9)
-    beta2: float = _help("Adam beta2", 0.95)
-    eps: float = _help("Adam epsilon", 1e-8)
-    grad_clip: float = _help("max global gradient norm; 0 disables", 1.0)
-    eval_every: int = _help("validate every N steps; 0 only at the end", 50)
-    eval_batches: int = _help("validation batches per evaluation", 8)
-    ckpt_every: int = _help("checkpoint every N steps (the last step is always saved)", 100)
-    keep_last: int = _help("keep only the newest K checkpoints; 0 keeps all", 0)
-    keep_every: int = _help("with keep_last: also keep every M-th step", 0)
-    seed: int = _help("seed for init and data order", 1337)
-    dtype: str = _help("auto | float32 | bfloat16 (autocast)", "auto")
-    device: str = _help("auto | cpu | cuda | mps", "auto")
-    compile: bool = _help("torch.compile forward + loss (slow first step, faster after)",
-                          False)
-    log_every: int = _help("write a metrics line every N steps", 10)
-    val_permille: int = _help("documents per thousand held out for validation", 50)
-    threads: int = _help("CPU threads for torch; 0 leaves the default", 0)
-
-    def __post_init__(self):
-        checks = [
-            (self.steps >= 1, "steps must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.grad_accum >= 1, "grad_accum must be >= 1"),
-            (self.batch_size % self.grad_accum == 0, "batch_size must divide by grad_accum"),
-            (self.seq_len >= 0, "seq_len must be >= 0"),
-            (0 < self.lr < 1, "lr must be in (0, 1)"),
-            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]"),
-            (self.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-            (0 < self.decay_frac <= 1, "decay_frac must be in (0, 1]"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)"),
-            (self.grad_clip >= 0, "grad_clip must be >= 0"),
-            (self.eval_every >= 0 and self.ckpt_every >= 0, "cadences must be >= 0"),
-            (self.eval_batches >= 1, "eval_batches must be >= 1"),
-            (self.keep_last >= 0 and self.keep_every >= 0, "keep policies must be >= 0"),
-            (self.dtype in ("auto", "float32", "bfloat16"), "dtype: auto, float32 or bfloat16"),
-            (0 <= self.val_permille < 1000, "val_permille must be in [0, 1000)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+from tinylm.train.optim import build_optimizer, load_optimizer_state, optimizer_state_tensors
+from tinylm.train.schedule import lr_at
 
 
 # --------------------------------------------------------------------------- helpers
 
 def pick_device(name: str) -> torch.device:
+    """The device `name` asks for, refused with one line when it is not on this machine."""
+    from tinylm.train.config import valid_device_name
+
+    if not valid_device_name(name):
+        raise TinyLMError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TinyLMError("--device cuda asked for, but no CUDA device is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TinyLMError(f"--device {name} asked for, but no CUDA device is available")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise TinyLMError(f"--device {name}: this machine has {torch.cuda.device_count()} "
+                              f"CUDA device(s)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None)
+                              and torch.backends.mps.is_available()):
+        raise TinyLMError("--device mps asked for, but MPS (Apple GPU) is not available here")
     return torch.device(name)
 
 
@@ -132,14 +83,36 @@ def validation_loss(model, val_tokens, seq_len, batch, n_batches, device, autoca
 
 class MetricsLog:
     """metrics.jsonl: one JSON object per line. On resume, lines past the resumed step are
-    dropped first, so the log reads like one uninterrupted run."""
+    dropped first, so the log reads like one uninterrupted run. A line a kill cut short, or any
+    line that is not a JSON object, is dropped too (with a note) rather than failing the
+    resume: the log is a record, the checkpoint is the state."""
 
     def __init__(self, path: Path, resume_step: int | None, enabled: bool):
         self.path, self.enabled = path, enabled
         if enabled and resume_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            path.write_text("".join(line + "\n" for line in kept))
+            kept, dropped = self._kept_lines(resume_step)
+            if dropped:
+                print(f"{path}: dropped {dropped} unreadable line(s)")
+            from tinylm.io import write_text_atomic
+
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+    def _kept_lines(self, resume_step: int) -> tuple[list[str], int]:
+        kept, dropped = [], 0
+        text = self.path.read_bytes().decode("utf-8", errors="replace")
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                step = record.get("step", 0) if isinstance(record, dict) else None
+            except ValueError:
+                step = None
+            if not isinstance(step, (int, float)) or isinstance(step, bool):
+                dropped += 1
+            elif step <= resume_step:
+                kept.append(line)
+        return kept, dropped
 
     def write(self, record: dict) -> None:
         if self.enabled:
