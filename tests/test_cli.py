@@ -66,3 +66,19 @@ def test_main_twice_in_one_process(capsys):
         assert main(["data", "list"]) == 0
         outputs.append(capsys.readouterr().out)
     assert outputs[0] == outputs[1] and "tinystories" in outputs[0]
+
+
+def test_help_imports_no_torch():
+    """`tinylm --help` (and each subcommand's) must answer without importing torch: the
+    parser is built from torch-free modules, and every heavy import waits for the command."""
+    import subprocess
+    import sys
+
+    for args in (["--help"], ["train", "--help"], ["tournament", "--help"],
+                 ["generate", "--help"], ["eval", "--help"]):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "tinylm", *args],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "torch" not in imported, args

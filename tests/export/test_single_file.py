@@ -274,6 +274,32 @@ def test_weights_beside_and_other_weights(byte_export, tmp_path):
         module.load_model()
 
 
+def test_foreign_or_changed_weights_are_refused_with_one_line(byte_export, bpe_tokenizer,
+                                                              tmp_path):
+    """The exported file checks what it is pointed at: a checkpoint's weights against the
+    sha256 its meta.json records, its tokenizer against the file's own, shapes against the
+    model; each refusal is one line from the script's command line, no traceback."""
+    import shutil
+
+    ckpt, script = byte_export
+    changed = tmp_path / "changed"
+    shutil.copytree(ckpt, changed)
+    blob = bytearray((changed / "model.safetensors").read_bytes())
+    blob[-1] ^= 1
+    (changed / "model.safetensors").write_bytes(bytes(blob))
+    other_tokenizer = _save_random(tmp_path / "bpe", bpe_tokenizer)
+    other_shape = _save_random(tmp_path / "wide", ByteTokenizer(), dim=48)
+    cases = {changed: "do not match the sha256", other_tokenizer: "is not this file's",
+             other_shape / "model.safetensors": "do not fit this file's model"}
+    for weights, message in cases.items():
+        proc = subprocess.run([sys.executable, str(script), "--weights", str(weights), "-n", "3"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **ONE_THREAD})
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+
+
 def test_cli_command_writes_a_working_file(byte_export, tmp_path):
     ckpt, _ = byte_export
     out = tmp_path / "cli_infer.py"
