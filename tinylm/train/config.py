@@ -56,6 +56,8 @@ class TrainConfig:
     log_every: int = _help("write a metrics line every N steps", 10, resume=True)
     val_permille: int = _help("documents per thousand held out for validation", 50)
     threads: int = _help("CPU threads for torch; 0 leaves the default", 0, resume=True)
+    ema_decay: float = _help("keep an exponential moving average of the weights with this "
+                             "decay (e.g. 0.999), saved in every checkpoint; 0 = off", 0.0)
 
     def __post_init__(self):
         check_types(self)
@@ -73,6 +75,7 @@ class TrainConfig:
             (0 < self.decay_frac <= 1, "decay_frac must be in (0, 1]"),
             (self.optimizer in OPTIMIZER_NAMES, f"optimizer must be one of {OPTIMIZER_NAMES}"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
             (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "betas must be in [0, 1)"),
             (0 < self.eps < 1, "eps must be in (0, 1)"),
             (self.grad_clip >= 0, "grad_clip must be >= 0"),

@@ -160,6 +160,7 @@ class TrainState:
     val_loss: float | None = None
     metrics: MetricsLog | None = None
     on_checkpoint: Callable[[Path], None] | None = None
+    ema: dict[str, torch.Tensor] | None = None  # float32 moving average of the weights
 
     @property
     def is_main(self) -> bool:
@@ -249,6 +250,9 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
         else contextlib.nullcontext,
         train_tokens=train_tokens, val_tokens=val_tokens, seq_len=seq_len, device=device,
         rank=rank, world=world, on_checkpoint=on_checkpoint)
+    if config.ema_decay:  # starts at the initial weights, as torch's AveragedModel does
+        state.ema = {k: v.detach().float().clone() for k, v in model.state_dict().items()
+                     if v.is_floating_point()}
     _restore(state, resume)
     if world > 1:  # wrapped after the restore, as DDP broadcasts rank 0's weights when built
         state.train_model = distributed.wrap(model, device)
@@ -288,6 +292,9 @@ def _restore(state: TrainState, resume: bool) -> None:
     state.model.load_state_dict(ckpt.model_state)
     load_optimizer_state(state.optimizer, ckpt.train_state)
     torch.set_rng_state(ckpt.train_state["rng.torch"])
+    if state.ema is not None:
+        state.ema = {k: ckpt.train_state[f"ema.{k}"].to(state.device).float()
+                     for k in state.ema}
     state.step, state.tokens_seen = ckpt.step, int(ckpt.meta["tokens_seen"])
     state.last_ckpt = existing[-1]
     if state.is_main:
@@ -328,8 +335,19 @@ def optimizer_step(state: TrainState, step: int) -> tuple[float, torch.Tensor | 
         grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), c.grad_clip)
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
+    if state.ema is not None:
+        update_ema(state.ema, state.model, c.ema_decay)
     loss = distributed.mean_scalar(step_loss) if state.world > 1 else float(step_loss)
     return loss, grad_norm
+
+
+@torch.no_grad()
+def update_ema(ema: dict[str, torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * weights, in float32, every optimizer step (the EMA
+    baseline of the tournament reads it from the checkpoint)."""
+    for name, value in model.state_dict().items():
+        if name in ema:
+            ema[name].lerp_(value.float(), 1.0 - decay)
 
 
 def check_finite(state: TrainState, loss: float) -> None:
@@ -380,7 +398,8 @@ def checkpoint(state: TrainState, loss: float) -> None:
             model_config=asdict(state.model.config), model_state=state.model.state_dict(),
             tokenizer=state.tokenizer,
             train_state={**optimizer_state_tensors(state.optimizer),
-                         "rng.torch": torch.get_rng_state()},
+                         "rng.torch": torch.get_rng_state(),
+                         **{f"ema.{k}": v for k, v in (state.ema or {}).items()}},
             extra_meta={"step": state.step, "tokens_seen": state.tokens_seen,
                         "metrics": {"train_loss": loss, "val_loss": state.val_loss},
                         "train_config": asdict(state.config), "data": state.spec.data,

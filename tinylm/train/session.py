@@ -219,7 +219,10 @@ def resume_run(out: Path, flags: dict, config_file=None, progress=True,
         except (ValueError, KeyError, TypeError) as err:
             raise TinyLMError(f"{run_file}: corrupt run file ({err})") from None
         config = build_train_config(None, config_file, flags, base=saved_train)
-        changed = {k for k, v in asdict(config).items() if saved_train.get(k) != v}
+        # a setting the run file lacks (added in a later tinylm) keeps its default: unchanged
+        defaults = asdict(TrainConfig())
+        changed = {k for k, v in asdict(config).items()
+                   if saved_train.get(k, defaults[k]) != v}
         if changed - TrainConfig.resumable():
             raise TinyLMError(f"--resume cannot change {sorted(changed - TrainConfig.resumable())}"
                               f"; start a new run instead")
