@@ -61,8 +61,16 @@ def expected_meta(dataset: ResolvedDataset, split: str, tokenizer: Tokenizer,
 
 
 def check_splits(name: str, data_dir=None, val_permille: int = 50, log=print) -> dict:
-    """Before anything is written: both splits of `name` must get at least one document.
-    Stops reading as soon as both have one. Says how a file without separators was split."""
+    """Before anything is written: both splits of `name` (of each source of a mixture) must get
+    at least one document. Stops reading as soon as both have one. Says how a file without
+    separators was split."""
+    from tinylm.data.mixture import parse_mixture
+
+    sources = parse_mixture(name)
+    if len(sources) > 1:
+        return {source: check_splits(source, data_dir, val_permille, log)
+                for source, _ in sources}
+    name = sources[0][0]
     dataset = resolve_dataset(name, data_dir)
     if dataset.hf_name is not None:
         return {}
@@ -157,13 +165,17 @@ def _write_batch(out, batch: list[str], tokenizer: Tokenizer, dtype) -> int:
 
 def tokenizer_training_texts(name: str, data_dir=None, val_permille: int = 50,
                              max_chars: int = 50_000_000):
-    """Train-split documents, capped, for fitting a tokenizer (never sees validation text)."""
-    seen = 0
-    for doc in split_documents(resolve_dataset(name, data_dir), "train", val_permille):
-        yield doc
-        seen += len(doc)
-        if seen >= max_chars:
-            return
+    """Train-split documents, capped, for fitting a tokenizer (never sees validation text).
+    For a mixture (`data/mixture.py`), each source gives its weight's share of the cap."""
+    from tinylm.data.mixture import parse_mixture
+
+    for source, weight in parse_mixture(name):
+        seen, cap = 0, max_chars * weight
+        for doc in split_documents(resolve_dataset(source, data_dir), "train", val_permille):
+            yield doc
+            seen += len(doc)
+            if seen >= cap:
+                break
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,7 +13,12 @@ import torch
 
 def train_batch(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int, step: int,
                 micro: int = 0, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random windows of seq_len+1 tokens; returns this rank's (x, y), each (batch, seq_len)."""
+    """Random windows of seq_len+1 tokens; returns this rank's (x, y), each (batch, seq_len).
+    `tokens` may be a `mixture.MixedTokens` (several sources by weight)."""
+    from tinylm.data.mixture import MixedTokens, mixture_batch
+
+    if isinstance(tokens, MixedTokens):
+        return mixture_batch(tokens, seq_len, global_batch, seed, step, micro, rank, world)
     n = len(tokens)
     if n <= seq_len + 1:
         raise ValueError(f"only {n} tokens: too few for windows of {seq_len + 1}")
@@ -29,6 +34,11 @@ def train_batch(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int, 
 def validation_batches(tokens: np.ndarray, seq_len: int, batch: int, n_batches: int):
     """The first n_batches * batch disjoint windows of the validation split: the same fixed set
     at every evaluation, so validation losses are comparable across steps and runs."""
+    from tinylm.data.mixture import MixedTokens, mixture_validation
+
+    if isinstance(tokens, MixedTokens):
+        yield from mixture_validation(tokens, seq_len, batch, n_batches)
+        return
     span = seq_len + 1
     available = (len(tokens) - 1) // seq_len
     count = min(n_batches * batch, available)

@@ -176,6 +176,11 @@ SOURCES: dict[str, Source] = {
     "fineweb-edu": Source(
         "FineWeb-Edu sample-10BT, 150 documents",
         ("fineweb-edu/fineweb-edu-sample10BT-150docs-annotated.csv",), read_csv_text),
+    "fineweb-edu-stream": Source(
+        "FineWeb-Edu sample-10BT, first 1M characters as one stream (document boundaries are "
+        "lost: cut into 20-line pieces)",
+        ("fineweb-edu/fineweb-edu-sample10BT-stream-first1Mchars.txt.gz",),
+        lambda path: read_line_chunks(path, 20)),
     "c4": Source("C4 English web sample, 1,000 documents",
                  ("c4-sample/c4-sample.00000-of-00001.json.gz",), read_jsonl_text),
     "wikitext-2": Source("WikiText-2 raw validation split, by article (the test split is "

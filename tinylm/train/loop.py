@@ -262,19 +262,29 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
 
 
 def _token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: bool):
-    """(train, val) token arrays; rank 0 builds the caches, the other ranks then read them."""
+    """(train, val) tokens: arrays, or `MixedTokens` for a mixture of sources; rank 0 builds
+    the caches (one per source and split), the other ranks then read them."""
+    import numpy as np
+
+    from tinylm.data.mixture import MixedTokens, parse_mixture
     from tinylm.data.pack import load_or_build
     from tinylm.train import distributed
 
     log = print if is_main else (lambda *a, **k: None)
-    packed = {}
+    sources = parse_mixture(spec.data)
+    packed: dict[str, list] = {}
     for turn in ("main", "others"):
         if (turn == "main") == is_main:
             for split in ("train", "val"):
-                packed[split] = load_or_build(spec.data, split, tokenizer, spec.data_dir,
-                                              val_permille=config.val_permille, log=log).tokens
+                packed[split] = [load_or_build(name, split, tokenizer, spec.data_dir,
+                                               val_permille=config.val_permille, log=log).tokens
+                                 for name, _ in sources]
         distributed.barrier()
-    return packed["train"], packed["val"]
+    if len(sources) == 1:
+        return packed["train"][0], packed["val"][0]
+    names, weights = [n for n, _ in sources], np.array([w for _, w in sources])
+    return (MixedTokens(names, packed["train"], weights),
+            MixedTokens(names, packed["val"], weights))
 
 
 def _restore(state: TrainState, resume: bool) -> None:

@@ -150,7 +150,6 @@ def foreign_files_of_run(out: Path) -> list[str]:
 def preflight(config: TrainConfig, data: str, data_dir, tokenizer_path=None) -> None:
     """Everything a start can check before it writes anything."""
     from tinylm.data.pack import check_splits
-
     from tinylm.tokenizers import load_tokenizer
     from tinylm.train.loop import pick_device
 
@@ -170,11 +169,13 @@ def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out:
                               f"choose another --out")
         print(f"{out}: an earlier start made no checkpoint; starting it afresh")
         undo_failed_start(out, wrote=True)
+    from tinylm.data.mixture import parse_mixture
     from tinylm.data.sources import resolve_dataset
     from tinylm.models import build_model
     from tinylm.train.loop import RunSpec
 
-    resolve_dataset(data, data_dir)  # fail fast, before training a tokenizer
+    for source, _ in parse_mixture(data):  # fail fast, before training a tokenizer
+        resolve_dataset(source, data_dir)
     tokenizer = prepare_tokenizer(preset, data, data_dir, tokenizer_path, config.val_permille)
     model_config = {**preset["model"], "vocab_size": tokenizer.vocab_size}
     spec = RunSpec(preset["family"], model_config, data, str(data_dir) if data_dir else None,
