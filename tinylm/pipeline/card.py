@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from tinylm.eval.leaderboard import format_metric
-from tinylm.merge.report import METRIC_ORDER
 from tinylm.io import check_output, write_text_atomic
+from tinylm.merge.report import METRIC_ORDER
+from tinylm.pipeline.heldout import load_heldout
 
 
 def card_markdown(pipeline) -> str:
@@ -51,6 +52,8 @@ def card_markdown(pipeline) -> str:
                  if scorer.get("limit") else ", full sets")
               + f"; ARC metric `{scorer.get('arc_metric', 'acc')}`, {scorer.get('shots', 0)}-shot. "
               "Composite = mean(WikiText-2 CE, 1 - BLiMP, 1 - ARC-Easy), lower is better.", "",
+              "The scores in this table are those the choice was made on (the selection split); "
+              "the held-out report split follows below.", "",
               "| metric | champion | best single checkpoint |", "|---|---:|---:|"]
     for key, label, better in METRIC_ORDER:
         if key in meta["scores"]:
@@ -60,12 +63,71 @@ def card_markdown(pipeline) -> str:
                f"(`{best['name']}`) on the composite." if meta["champion_is_merge"] else
                f"No merge beat the best single checkpoint, so the champion is that checkpoint "
                f"(`{best['name']}`).")
-    lines += ["", verdict, "", "## Recipe", "", f"`{meta['recipe']}`", "",
+    lines += ["", verdict, "", *heldout_markdown(load_heldout(out)),
+              "## Recipe", "", f"`{meta['recipe']}`", "",
               "## Samples", "", f"Decoding: `{json.dumps(samples['settings'])}`", ""]
     for s in samples["samples"]:
         lines += [f"**{s['prompt']}**{s['completion']}", ""]
     lines += ["## Reproduce", "", f"`tinylm run {recipe.name}`", ""]
     return "\n".join(lines)
+
+
+def _pm(row: dict, key: str, percent: bool = False) -> str:
+    value, se = row.get(key), row.get(f"{key}_se")
+    if value is None:
+        return "-"
+    scale = 100.0 if percent else 1.0
+    text = f"{value * scale:.2f}%" if percent else f"{value:.4f}"
+    return text + (f" ± {se * scale:.2f}" if se is not None and percent else
+                   f" ± {se:.4f}" if se is not None else "")
+
+
+def heldout_markdown(doc: dict | None) -> list[str]:
+    """The held-out table (report split, ± one standard error) and the paired comparison;
+    its verdict is whatever the interval says."""
+    if doc is None:
+        return []
+    arc = doc["scoring"]["arc_metric"]
+    lines = ["## Held-out report", "",
+             "Every model below was chosen on the selection split (WikiText-2 validation, "
+             "ARC-Easy validation, half of each BLiMP paradigm) and is scored here, once, on "
+             "the report split nothing looked at before (WikiText-2 test, ARC-Easy test, the "
+             "other halves). ± is one standard error over items (documents for WikiText-2)."
+             + (f" Report items: the first {doc['scoring']['limit']} of each benchmark."
+                if doc["scoring"].get("limit") else ""), "",
+             "| model | role | composite, selection | composite, report | WikiText-2 CE | "
+             "BLiMP | ARC-Easy |", "|---|---|---:|---:|---:|---:|---:|"]
+    for row in doc["models"]:
+        rep = row["report"]
+        lines.append(f"| `{row['name']}` | {row['role']} | {row['selection']['composite']:.4f} "
+                     f"| {_pm(rep, 'composite')} | {_pm(rep, 'wikitext2_ce')} | "
+                     f"{_pm(rep, 'blimp_acc', True)} | {_pm(rep, f'arc_easy_{arc}', True)} |")
+    lines += ["", *comparison_lines(doc), ""]
+    return lines
+
+
+def comparison_lines(doc: dict) -> list[str]:
+    from tinylm.eval.stats import format_comparison
+
+    best = doc["models"][1]
+    vs = doc.get("champion_vs_best_checkpoint")
+    if vs is None:
+        return [f"The champion is the best single checkpoint (`{best['name']}`), so there is "
+                f"nothing to compare on the report split."]
+    comp = vs["composite"]
+    if comp["ci_high"] < 0:
+        verdict = "the champion is better on held-out items (the interval excludes 0)"
+    elif comp["ci_low"] > 0:
+        verdict = "the champion is worse on held-out items (the interval excludes 0)"
+    else:
+        verdict = ("the difference is within noise on held-out items (the interval "
+                   "includes 0): selection chose the champion, the report cannot tell them apart")
+    return [f"Champion minus best checkpoint (`{best['name']}`) on the report split, paired "
+            f"over the same items: composite {format_comparison(comp)} (lower is better); "
+            f"WikiText-2 CE {format_comparison(vs['wikitext2'])}; BLiMP "
+            f"{format_comparison(vs['blimp'], percent=True)}; ARC-Easy "
+            f"{format_comparison(vs['arc_easy'], percent=True)}, McNemar p = "
+            f"{vs['arc_easy'].get('mcnemar_p', float('nan')):.3f}. So {verdict}."]
 
 
 def write_card(pipeline):

@@ -1,10 +1,16 @@
 """Recipes: one TOML file that names everything a `tinylm run` does.
 
-    name, description, out
-    [data]        name, data_dir
-    [model]       preset, tokenizer (optional path)
+    name, description, hardware, time, out
+    [data]        name (a data set, or a mixture "c4:0.7,fineweb-edu-stream:0.3"), data_dir
+    [model]       preset, tokenizer (optional path), config (model fields changed from the
+                  preset, e.g. {context_len = 4096})
     [train]       any TrainConfig field, plus processes (torchrun ranks)
-    [eval]        bench, limit, and any EvalSettings field (arc_metric, shots, stride, ...)
+    [control]     TrainConfig fields that differ for a same-compute control run (e.g. a
+                  decay schedule), trained beside the main run and reported next to the
+                  champion; absent: no control run
+    [eval]        what selection scores with: bench, limit, any EvalSettings field
+    [report]      what the held-out report scores with (same keys; default: eval's bench,
+                  full sets)
     [tournament]  any TournamentConfig field (top_k, t_grid, generations, workers, method)
     [samples]     prompts, max_new_tokens, seed, and any SamplingConfig field
 
@@ -39,6 +45,7 @@ class DataSection:
 class ModelSection:
     preset: str = "glint-mini"
     tokenizer: str | None = None
+    config: dict = field(default_factory=dict)  # model config fields that differ from the preset
 
 
 @dataclass
@@ -64,11 +71,15 @@ class SamplesSection:
 class Recipe:
     name: str
     description: str = ""
+    hardware: str = "any CPU"                       # what the recipe is sized for
+    time: str = ""                                  # an estimate on that hardware
     out: str = ""
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
     train: dict = field(default_factory=dict)       # TrainConfig fields (+ "processes")
+    control: dict = field(default_factory=dict)     # TrainConfig overrides of the control run
     eval: ScoringConfig = field(default_factory=ScoringConfig)
+    report: ScoringConfig = field(default_factory=ScoringConfig)
     tournament: TournamentConfig = field(default_factory=TournamentConfig)
     samples: SamplesSection = field(default_factory=SamplesSection)
 
@@ -91,7 +102,8 @@ def _tournament(data: dict, where: str) -> TournamentConfig:
 # [section] -> how its table becomes the section's dataclass
 SECTIONS = {"data": lambda d, where: from_dict(DataSection, d, where=where),
             "model": lambda d, where: from_dict(ModelSection, d, where=where),
-            "eval": ScoringConfig.from_flat, "tournament": _tournament,
+            "eval": ScoringConfig.from_flat, "report": ScoringConfig.from_flat,
+            "tournament": _tournament,
             "samples": SamplesSection.from_flat}
 
 
@@ -113,6 +125,9 @@ def recipe_from_dict(data: dict, where: str) -> Recipe:
     from tinylm.train.config import TrainConfig
 
     from_dict(TrainConfig, recipe.train_flags, where=f"{where} [train]")  # validate early
+    if recipe.control:
+        from_dict(TrainConfig, {**recipe.train_flags, **recipe.control},
+                  where=f"{where} [control]")
     processes = recipe.train.get("processes", 1)
     if isinstance(processes, bool) or not isinstance(processes, int) or not 1 <= processes <= 64:
         raise TinyLMError(f"{where}: train.processes must be a whole number in [1, 64]")
@@ -127,7 +142,9 @@ def validate_sections(recipe: Recipe, where: str) -> None:
     from tinylm.train.config import check_types
 
     parts = {"data": [recipe.data], "model": [recipe.model],
-             "eval": [recipe.eval, recipe.eval.settings], "tournament": [recipe.tournament],
+             "eval": [recipe.eval, recipe.eval.settings],
+             "report": [recipe.report, recipe.report.settings],
+             "tournament": [recipe.tournament],
              "samples": [recipe.samples, recipe.samples.sampling]}
     for key, sections in parts.items():
         try:

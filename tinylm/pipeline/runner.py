@@ -3,11 +3,19 @@
     train       tokenizer, token caches, training (killed runs resume exactly); every
                 checkpoint is handed to a background scoring process as soon as it is written,
                 so training never waits for a benchmark
+    control     the recipe's same-compute control run (e.g. with a decay phase), if any
     score       wait for that scoring, score any checkpoint it missed
     tournament  SLERP tournament over the scored checkpoints (cached scores are reused)
     champion    the winner saved as an ordinary checkpoint, plus sample generations
+    heldout     the champion, the best checkpoint, the best merge, the baselines and the
+                control scored on the report split, with standard errors and paired tests
     card        the model card, from measured data only
     report      one self-contained HTML page
+
+Choose on one split, report on another: every choice (the tournament, the best checkpoint)
+reads only the selection split of each benchmark (WikiText-2 validation, ARC validation, one
+half of each BLiMP paradigm); the held-out report split is read once, by `heldout`, for the
+models already chosen.
 
 Progress lives in RUN/pipeline.json (rewritten atomically): a stage listed as done is skipped,
 so a second `tinylm run` redoes nothing, and a killed one continues where it stopped. Scores are
@@ -39,7 +47,7 @@ from tinylm.errors import TinyLMError
 from tinylm.pipeline.recipe import Recipe
 from tinylm.io import write_text_atomic
 
-STAGES = ("train", "score", "tournament", "champion", "card", "report")
+STAGES = ("train", "control", "score", "tournament", "champion", "heldout", "card", "report")
 
 # Called as hook(stage_name) before each stage that runs (not for stages done already), after
 # pipeline.json records it as running. Empty unless a caller (e.g. a test) registers one.
@@ -132,10 +140,16 @@ class Pipeline:
         self.log(f"finished {self.recipe.name}: {self.out} ({total:.0f}s of work in all)")
         return self.out
 
-    def scorer(self):
+    def scorer(self, split: str = "selection"):
+        """The scorer of the selection split (what every choice reads), or of the report."""
+        import dataclasses
+
         from tinylm.merge.scoring import make_scorer
 
-        return make_scorer(self.recipe.eval, self.recipe.data.data_dir)
+        scoring = self.recipe.eval if split == "selection" else self.recipe.report
+        scoring = dataclasses.replace(scoring, settings=dataclasses.replace(scoring.settings,
+                                                                            split=split))
+        return make_scorer(scoring, self.recipe.data.data_dir)
 
     # ------------------------------------------------------------------ stages
 
@@ -158,7 +172,24 @@ class Pipeline:
             else:
                 new_run(self.recipe.model.preset, self.recipe.data.name,
                         self.recipe.data.data_dir, self.out, self.recipe.train_flags,
-                        tokenizer_path=self.recipe.model.tokenizer, on_checkpoint=on_checkpoint)
+                        tokenizer_path=self.recipe.model.tokenizer, on_checkpoint=on_checkpoint,
+                        model_overrides=self.recipe.model.config)
+
+    def stage_control(self) -> None:
+        """The same model, data, steps and tokenizer, with the recipe's [control] settings
+        (e.g. a cosine decay against the main run's constant rate), in RUN/control."""
+        from tinylm.train.session import new_run, resume_run
+
+        if not self.recipe.control:
+            self.log("  no [control] in the recipe")
+            return
+        folder, flags = self.out / "control", {**self.recipe.train_flags, **self.recipe.control}
+        if (folder / "run.json").is_file():
+            resume_run(folder, flags)
+        else:
+            new_run(self.recipe.model.preset, self.recipe.data.name, self.recipe.data.data_dir,
+                    folder, flags, tokenizer_path=str(self.out / "tokenizer.json"),
+                    model_overrides=self.recipe.model.config)
 
     def _train_distributed(self) -> None:
         """More than one process: train under torchrun (DDP; gloo on CPU, nccl on GPU)."""
@@ -213,6 +244,12 @@ class Pipeline:
         settings = {"max_new_tokens": s.max_new_tokens, **asdict(s.sampling), "seed": s.seed}
         write_text_atomic(self.out / "samples.json",
                           json.dumps({"settings": settings, "samples": samples}, indent=1))
+
+    def stage_heldout(self) -> None:
+        from tinylm.pipeline.heldout import heldout_report
+
+        path = heldout_report(self)
+        self.log(f"  held-out report: {path}")
 
     def stage_card(self) -> None:
         from tinylm.pipeline.card import write_card

@@ -95,11 +95,16 @@ def run_training(args) -> Path:
 
 
 def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, config_file=None,
-            tokenizer_path=None, progress=True, on_checkpoint=None) -> Path:
+            tokenizer_path=None, progress=True, on_checkpoint=None,
+            model_overrides: dict | None = None) -> Path:
+    """Start a run in `out`; `model_overrides` changes fields of the preset's model config
+    (a recipe's [model] config, e.g. a longer context)."""
     from tinylm.train import distributed
 
     out = Path(out)
     preset = load_preset(preset_name)
+    if model_overrides:
+        preset["model"] = {**preset["model"], **model_overrides}
     config = build_train_config(preset, config_file, flags)
     context = preset.get("model", {}).get("context_len")
     if context and config.seq_len > context:
