@@ -10,7 +10,9 @@ def cmd_run(args) -> None:
 
     if args.list:
         for name in builtin_recipes():
-            print(f"{name:12s} {load_recipe(name).description}")
+            recipe = load_recipe(name)
+            print(f"{name:12s} {recipe.description}\n{'':12s} for: {recipe.hardware}; "
+                  f"time: {recipe.time or 'not estimated'}")
         return
     recipe = load_recipe(args.recipe)
     if args.data_dir:
