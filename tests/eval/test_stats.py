@@ -153,3 +153,15 @@ def test_benchmark_scores_carry_items_and_ses_the_summary_reads(fake_data):
     text = stats.format_comparison({"diff": 0.005, "ci_low": -0.016, "ci_high": 0.026, "p": 0.64},
                                    percent=True)
     assert text == "+0.5 ± 2.1 points (95% CI), p = 0.640"
+
+
+def test_leaderboards_show_plus_minus_where_an_se_is_known():
+    from tinylm.eval.leaderboard import as_entry, to_html, to_markdown
+
+    entries = [as_entry("a", 100, {"composite": 1.5, "composite_se": 0.0123, "blimp_acc": 0.7,
+                                   "blimp_acc_se": 0.02}),
+               as_entry("b", 200, {"composite": 1.6, "blimp_acc": 0.6})]
+    markdown = to_markdown(entries)
+    assert "**1.5000 ± 0.0123**" in markdown and "**70.00% ± 2.00%**" in markdown
+    assert "| 60.00% |" in markdown  # no se: the value alone, as before
+    assert "70.00% ± 2.00%" in to_html(entries)
