@@ -71,7 +71,7 @@ def test_blimp_halves_partition_every_paradigm_stably(data_dir):
     every = blimp.load_pairs(data_dir, None)
     selection = blimp.load_pairs(data_dir, None, split="selection")
     report = blimp.load_pairs(data_dir, None, split="report")
-    key = lambda pairs: [f"{p['UID']}/{p['pair_id']}" for p in pairs]  # noqa: E731
+    key = lambda pairs: [f"{p['UID']}/{p['pair_id']}" for p in pairs]
     assert not set(key(selection)) & set(key(report))
     assert sorted(key(selection) + key(report)) == sorted(key(every)) and len(every) == 67000
     for half in (selection, report):

@@ -164,7 +164,7 @@ def decode_credits(text: str) -> np.ndarray:
 
 def encode_credits(credit) -> str:
     """Credits in {0, 0.5, 1} -> one digit each: twice the credit."""
-    return "".join("012"[int(round(2 * c))] for c in np.asarray(credit, dtype=float))
+    return "".join("012"[round(2 * c)] for c in np.asarray(credit, dtype=float).tolist())
 
 
 def expand_ranges(text: str) -> list[str]:

@@ -49,7 +49,7 @@ def files(data_dir: Path) -> list[Path]:
 
 def split_of(uid: str, pair_id: str) -> str:
     """'selection' or 'report': the parity of sha256(f"{uid}/{pair_id}")."""
-    digest = hashlib.sha256(f"{uid}/{pair_id}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{uid}/{pair_id}".encode()).digest()
     return "selection" if digest[-1] % 2 == 0 else "report"
 
 
