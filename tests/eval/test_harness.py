@@ -91,7 +91,7 @@ def test_result_documents_and_hashes(tiny_ckpt, fake_data, tmp_path):
         assert result["model"]["sha256"] == meta["files"]["model.safetensors"]
         assert len(result["data_sha256"]) == 64 and result["harness_version"]
         assert result["wall_seconds"] >= 0 and "limit" in result and "settings" in result
-    assert results["arc_easy"]["settings"] == {"shots": 0, "fewshot_seed": 1234}
+    assert results["arc_easy"]["settings"] == {"shots": 0, "fewshot_seed": 1234, "split": "all"}
     # an in-memory copy hashes like the saved file, so its scores are found in the cache
     from tinylm.train.checkpoint import load_checkpoint
 

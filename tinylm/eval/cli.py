@@ -137,7 +137,7 @@ def cmd_leaderboard(args) -> None:
     note = (f"benchmarks {args.bench}; limit {args.limit or 'none (full sets)'}; "
             f"ARC {settings.shots}-shot, composite uses {settings.arc_metric}; "
             f"WikiText-2 {settings.wikitext_mode} mode, stride "
-            f"{settings.stride or 'context/2'}")
+            f"{settings.stride or 'context/2'}; {settings.split} split")
     _console().print(to_table(entries, f"{run.name}"))
     print(note)
     if unscored:

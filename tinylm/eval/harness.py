@@ -241,11 +241,11 @@ def _plan(name, info, settings, limit, data_dir, cache_dir, use_cache) -> dict:
     head = {"format": RESULT_FORMAT, "harness_version": HARNESS_VERSION, "benchmark": name,
             "benchmark_version": bench.version, "model": info.to_dict(),
             "settings": bench_settings_.subset(bench.settings), "limit": bench_limit}
-    missing = bench.missing_files(data_dir)
+    missing = bench.missing_files(data_dir, bench_settings_)
     if missing:
         return {"result": {**head, "status": "skipped", "cached": False, "error":
                            f"data not found: {', '.join(str(m) for m in missing)}"}}
-    data = data_sha256(bench.files(data_dir), data_dir)
+    data = data_sha256(bench.data_files(data_dir, bench_settings_), data_dir)
     head.update(data_sha256=data["combined"], data_files=data["files"])
     identity = {k: head[k] for k in ("benchmark", "benchmark_version", "harness_version",
                                      "data_sha256", "settings", "limit")}
@@ -461,29 +461,48 @@ def _collect(child, conn) -> tuple[str, object]:
 def summary(results: dict, arc_metric: str | None = None) -> dict:
     """Flat metrics (leaderboards, the tournament), with the composite when its three inputs
     are there. Keys: composite, wikitext2_ce, wikitext2_bpb, wikitext2_byte_ppl,
-    wikitext2_word_ppl, blimp_acc, blimp_ties, arc_{easy,challenge}_{acc,acc_norm,acc_bytes}."""
+    wikitext2_word_ppl, blimp_acc, blimp_ties, arc_{easy,challenge}_{acc,acc_norm,acc_bytes};
+    each metric with a standard error also has KEY_se (wikitext2_ce_se, wikitext2_bpb_se,
+    blimp_acc_se, arc_easy_acc_se, ..., composite_se: see tinylm.eval.stats), and `split` is
+    the item split when every scored benchmark used the same one."""
+    from tinylm.eval.stats import composite_se
+
     arc_metric = arc_metric or "acc"
     if arc_metric not in ARC_METRICS:
         raise TinyLMError(f"unknown ARC metric {arc_metric!r}; use one of "
                           f"{', '.join(ARC_METRICS)}")
     ok = {b: r["scores"] for b, r in results.items() if r.get("status") == "ok"}
     flat: dict = {}
+
+    def put(key: str, scores: dict, name: str) -> None:
+        flat[key] = scores[name]
+        if scores.get(f"{name}_se") is not None:
+            flat[f"{key}_se"] = scores[f"{name}_se"]
     if "wikitext2" in ok:
         w = ok["wikitext2"]
-        flat.update(wikitext2_ce=w["ce_loss"], wikitext2_bpb=w["bits_per_byte"],
-                    wikitext2_byte_ppl=w["byte_perplexity"],
+        put("wikitext2_ce", w, "ce_loss")
+        put("wikitext2_bpb", w, "bits_per_byte")
+        flat.update(wikitext2_byte_ppl=w["byte_perplexity"],
                     wikitext2_word_ppl=w["word_perplexity"])
     if "blimp" in ok:
-        flat.update(blimp_acc=ok["blimp"]["acc"], blimp_ties=ok["blimp"]["ties"])
+        put("blimp_acc", ok["blimp"], "acc")
+        flat["blimp_ties"] = ok["blimp"]["ties"]
     for arc in ("arc_easy", "arc_challenge"):
         if arc in ok:
             for metric in ARC_METRICS:
-                flat[f"{arc}_{metric}"] = ok[arc][metric]
+                put(f"{arc}_{metric}", ok[arc], metric)
     if all(b in ok for b in COMPOSITE_BENCHES):
         flat["composite"] = composite(flat["wikitext2_ce"], flat["blimp_acc"],
                                       flat[f"arc_easy_{arc_metric}"])
+        se = composite_se(flat.get("wikitext2_ce_se"), flat.get("blimp_acc_se"),
+                          flat.get(f"arc_easy_{arc_metric}_se"))
+        if se is not None:
+            flat["composite_se"] = se
         flat["arc_metric"] = arc_metric
         flat["arc_shots"] = ok["arc_easy"].get("shots", 0)
+    splits = {(r.get("settings") or {}).get("split") for b, r in results.items() if b in ok}
+    if len(splits) == 1 and None not in splits:
+        flat["split"] = splits.pop()
     return flat
 
 

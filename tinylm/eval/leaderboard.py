@@ -7,6 +7,9 @@ each looked up in the eval cache with *one* set of settings, so every row of a t
 the same way (rows never mix a --limit look with a full run). Other callers, such as the SLERP
 tournament, pass their own entries (merges have step None).
 
+A metric whose standard error is known (the summary's KEY_se, see tinylm.eval.stats) is shown
+as "value ± se" in every rendering; the best value of a column is still chosen on the value alone.
+
 Three renderings: a rich table in the terminal, Markdown, and a self-contained HTML page with
 each metric over training steps drawn by matplotlib and embedded as a base64 PNG (merges and
 other step-less models appear as dashed horizontal lines).
@@ -115,7 +118,12 @@ def _best(entries: list[Entry], key: str, better: str):
 
 
 def _cell(entry: Entry, column: tuple) -> str:
-    return format_metric(column[0], entry.metrics.get(column[0]))
+    key = column[0]
+    text = format_metric(key, entry.metrics.get(key))
+    se = entry.metrics.get(f"{key}_se")
+    if se is None or entry.metrics.get(key) is None:
+        return text
+    return f"{text} ± {format_metric(key, se)}"
 
 
 def _marked_cells(entry: Entry, columns: list[tuple], best: dict, mark: str) -> list[str]:

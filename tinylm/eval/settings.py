@@ -3,6 +3,11 @@
 Each benchmark names the fields that change its scores (`Benchmark.settings`); only those, plus
 `limit`, enter its cache key, so changing the ARC shot count never rescores WikiText-2.
 `arc_metric` changes no score at all, only which ARC number feeds the composite.
+
+`split` says which items are scored: `selection` (WikiText-2 validation, ARC validation, the
+even-hash half of each BLiMP paradigm) is what a pipeline may choose models on; `report`
+(WikiText-2 test, ARC test, the odd half of BLiMP) is what it may only report; `all` is today's
+test sets (every BLiMP pair), the numbers other papers and lm-eval give.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ DEFAULT_TIMEOUT = 3600.0  # seconds per benchmark process
 ARC_METRICS = ("acc", "acc_norm", "acc_bytes")
 TIE_RULES = ("half", "correct", "wrong")
 WIKITEXT_MODES = ("document", "file")
+SPLITS = ("all", "selection", "report")
 
 
 def _help(text: str) -> dict:
@@ -43,6 +49,10 @@ class EvalSettings:
         "acc_bytes (per UTF-8 byte)"))
     blimp_ties: str = field(default="half", metadata=_help(
         "BLiMP: how an exact tie counts in acc: half | correct (lm-eval's argmax) | wrong"))
+    split: str = field(default="all", metadata=_help(
+        "items scored: all (the test sets, every BLiMP pair) | selection (WikiText-2 and ARC "
+        "validation, half of each BLiMP paradigm: choose models on this) | report (WikiText-2 "
+        "and ARC test, the other BLiMP half: report on this)"))
 
     def __post_init__(self):
         self.stride, self.shots = int(self.stride), int(self.shots)
@@ -51,7 +61,7 @@ class EvalSettings:
         if self.shots < 0:
             raise TinyLMError(f"shots must be >= 0, got {self.shots}")
         for name, valid in (("wikitext_mode", WIKITEXT_MODES), ("arc_metric", ARC_METRICS),
-                            ("blimp_ties", TIE_RULES)):
+                            ("blimp_ties", TIE_RULES), ("split", SPLITS)):
             if getattr(self, name) not in valid:
                 raise TinyLMError(f"{name} must be one of {', '.join(valid)}, got "
                                   f"{getattr(self, name)!r}")

@@ -3,7 +3,8 @@
 A benchmark is a short Python module with a `run(scorer, settings, limit, data_dir) -> scores`
 function that asks an `LMScorer` for log-probabilities and turns them into metrics with
 lm-eval's names. Its record says which data files it reads (their sha256 goes into every
-result, and their absence skips the benchmark with a message naming them), which settings
+result, and their absence skips the benchmark with a message naming them; `files` may take the
+EvalSettings as a second argument when the files depend on them, as on `split`), which settings
 change its scores (the cache key) and which metric leaderboards show.
 
 A benchmark whose items are independent may be split (`shards`): with a shard (i, n), `run`
@@ -31,7 +32,7 @@ class Benchmark:
     version: str
     description: str
     settings: tuple[str, ...]                       # EvalSettings fields that change scores
-    files: Callable[[Path], list[Path]]             # data files it reads
+    files: Callable[..., list[Path]]                # (data_dir[, settings]) -> files it reads
     run: Callable[..., dict]                        # (scorer, settings, limit, data_dir)
     headline: tuple[str, str] = ("acc", "higher")   # (score key, better direction)
     details: tuple[str, ...] = ()                   # other scores worth a glance in a table
@@ -40,8 +41,14 @@ class Benchmark:
     cost: float = 1.0          # relative run time, to start the longest first
     source_file: str = field(default="", compare=False)
 
-    def missing_files(self, data_dir: Path) -> list[Path]:
-        return [f for f in self.files(data_dir) if not f.is_file()]
+    def data_files(self, data_dir: Path, settings=None) -> list[Path]:
+        """The files scored with these settings; a one-argument `files` ignores them."""
+        if settings is not None and len(inspect.signature(self.files).parameters) > 1:
+            return self.files(data_dir, settings)
+        return self.files(data_dir)
+
+    def missing_files(self, data_dir: Path, settings=None) -> list[Path]:
+        return [f for f in self.data_files(data_dir, settings) if not f.is_file()]
 
 
 BENCHMARKS: dict[str, Benchmark] = {}
