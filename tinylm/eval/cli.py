@@ -170,10 +170,17 @@ def add_scoring_flags(p) -> None:
     add_dataclass_flags(p, EvalSettings)
 
 
-def scoring_from_args(args):
+def scoring_from_args(args, default_split: str | None = None):
+    """The ScoringConfig of the flags; `default_split` applies when --split is not given (a
+    tournament chooses, so it reads the selection split unless told otherwise)."""
+    import dataclasses
+
     from tinylm.eval.settings import ScoringConfig
 
-    return ScoringConfig(bench=args.bench, limit=args.limit, settings=_settings(args))
+    settings = _settings(args)
+    if default_split and getattr(args, "split", None) is None:
+        settings = dataclasses.replace(settings, split=default_split)
+    return ScoringConfig(bench=args.bench, limit=args.limit, settings=settings)
 
 
 def _common(p) -> None:

@@ -111,8 +111,8 @@ def soup_checkpoints(paths: list[Path], kind: str, out: Path, args) -> Path:
     else:
         from tinylm.eval.cli import scoring_from_args
 
-        state, kept = greedy_soup(states, _composite_of(first, scoring_from_args(args),
-                                                        args.data_dir))
+        state, kept = greedy_soup(states, _composite_of(
+            first, scoring_from_args(args, "selection"), args.data_dir))
     meta = {"step": None, "tokens_seen": None, "soup": {"kind": kind, "members": kept,
                                                         "candidates": list(states)}}
     save_checkpoint(out, family=first.meta["family"], model_config=first.meta["model_config"],
@@ -207,7 +207,7 @@ def cmd_tournament(args) -> None:
                               method=args.method, search=args.search, budget=args.budget,
                               per_metric_seeds=args.per_metric_seeds, baselines=args.baselines,
                               lawa_k=args.lawa_k, seed=args.seed)
-    scorer, settings = make_scorer(scoring_from_args(args), args.data_dir)
+    scorer, settings = make_scorer(scoring_from_args(args, "selection"), args.data_dir)
     check_output(run / "champion", "checkpoint")
     with run_lock(run):
         tournament = Tournament(run, config, scorer, settings)
