@@ -59,10 +59,17 @@ def card_markdown(pipeline) -> str:
         if key in meta["scores"]:
             lines.append(f"| {label} ({better} is better) | {format_metric(key, meta['scores'][key])} | "
                          f"{format_metric(key, best['scores'].get(key))} |")
-    verdict = ("The champion is a merge; it beats the best single checkpoint "
-               f"(`{best['name']}`) on the composite." if meta["champion_is_merge"] else
-               f"No merge beat the best single checkpoint, so the champion is that checkpoint "
-               f"(`{best['name']}`).")
+    if meta.get("champion_is_baseline"):
+        kind = meta["lineage"].get("leaves", [])
+        verdict = (f"The champion is a baseline average (`{meta['recipe']}`, of "
+                   f"{', '.join(f'`{k}`' for k in kind)}): on the selection split it beat every "
+                   f"SLERP merge and the best single checkpoint (`{best['name']}`).")
+    elif meta["champion_is_merge"]:
+        verdict = ("The champion is a SLERP merge; on the selection split it beats the best "
+                   f"single checkpoint (`{best['name']}`) on the composite.")
+    else:
+        verdict = (f"No merge or average beat the best single checkpoint on the selection "
+                   f"split, so the champion is that checkpoint (`{best['name']}`).")
     lines += ["", verdict, "", *heldout_markdown(load_heldout(out)),
               "## Recipe", "", f"`{meta['recipe']}`", "",
               "## Samples", "", f"Decoding: `{json.dumps(samples['settings'])}`", ""]
