@@ -22,8 +22,8 @@ each paradigm's half. `all` scores every pair, as lm-eval.
 
 Per-item outputs (`items`), for standard errors and paired tests: "pairs" lists
 [UID, pair ids] per paradigm in UID order (ids in file order, runs of whole numbers written
-'first-last'), and "credit" has one digit per pair in the same order, twice its credit: 2 right, 0 wrong,
-a tie 1 under the default `half` rule (2 or 0 under `correct` or `wrong`). `acc_se` is
+'first-last'), and "credit" has one digit per pair in the same order, twice its credit: 2 right,
+0 wrong, a tie 1 under the default `half` rule (2 or 0 under `correct` or `wrong`). `acc_se` is
 the se of the mean credit over pairs (tinylm.eval.stats).
 """
 
