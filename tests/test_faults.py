@@ -92,7 +92,8 @@ def test_second_trainer_on_one_folder_is_refused_and_the_first_is_intact(tmp_pat
                   what="the first trainer's lock")
         second = run_cli(*args, check=False, env=ONE_THREAD)
         assert first.poll() is None, "the first trainer finished too soon to test anything"
-        errors = [l for l in second.stderr.splitlines() if l.startswith("tinylm: error:")]
+        errors = [line for line in second.stderr.splitlines()
+                  if line.startswith("tinylm: error:")]
         assert second.returncode != 0 and len(errors) == 1, second.stderr
         assert f"PID {first.pid}" in errors[0] and "Traceback" not in second.stderr
         stdout, stderr = first.communicate(timeout=300)
