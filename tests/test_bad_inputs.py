@@ -282,7 +282,7 @@ def test_bad_input_is_one_line_and_changes_nothing(world, argv, env, fragment):
     assert len(errors) == 1, proc.stderr
     assert fragment.lower() in errors[0].lower(), errors[0]
     assert snapshot(world.root) == before, f"files changed by: tinylm {' '.join(args)}"
-    assert took < 60, f"took {took:.0f}s to fail"
+    assert took < (20 if "hf:" in " ".join(argv) else 60), f"took {took:.0f}s to fail"
 
 
 def _has_cuda() -> bool:

@@ -82,6 +82,7 @@ def short_run(tmp_path_factory) -> Path:
 
 # --------------------------------------------------------------------------- the lock
 
+@pytest.mark.slow
 def test_second_trainer_on_one_folder_is_refused_and_the_first_is_intact(tmp_path):
     out = tmp_path / "cc"
     args = ("train", "--preset", "debug", "--data", "tinystories", "--steps", "600",
@@ -92,7 +93,8 @@ def test_second_trainer_on_one_folder_is_refused_and_the_first_is_intact(tmp_pat
                   what="the first trainer's lock")
         second = run_cli(*args, check=False, env=ONE_THREAD)
         assert first.poll() is None, "the first trainer finished too soon to test anything"
-        errors = [l for l in second.stderr.splitlines() if l.startswith("tinylm: error:")]
+        errors = [line for line in second.stderr.splitlines()
+                  if line.startswith("tinylm: error:")]
         assert second.returncode != 0 and len(errors) == 1, second.stderr
         assert f"PID {first.pid}" in errors[0] and "Traceback" not in second.stderr
         stdout, stderr = first.communicate(timeout=300)
@@ -123,6 +125,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over_with_a_line(tmp_path):
 
 # --------------------------------------------------------------------------- kill -9
 
+@pytest.mark.slow
 def test_kill_during_merge_save_loses_nothing(short_run, tmp_path):
     a, b = list_checkpoints(short_run / "checkpoints")
     out = tmp_path / "merged"
@@ -144,6 +147,7 @@ def test_kill_during_merge_save_loses_nothing(short_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # cleaned
 
 
+@pytest.mark.slow
 def test_kill_of_a_tournament_leaves_no_live_child(short_run, tmp_path, data_dir):
     import shutil
 
@@ -170,6 +174,7 @@ def test_kill_of_a_tournament_leaves_no_live_child(short_run, tmp_path, data_dir
 
 # --------------------------------------------------------------------------- one document
 
+@pytest.mark.slow
 def test_text_without_document_marks_trains_and_says_how_it_was_split(tmp_path, data_dir):
     lines = [line for line in (data_dir / "tinystories" / "TinyStories-valid-prefix.txt")
              .read_text(encoding="utf-8").splitlines() if line.strip()][:400]
@@ -186,6 +191,7 @@ def test_text_without_document_marks_trains_and_says_how_it_was_split(tmp_path, 
     assert list_checkpoints(tmp_path / "r2" / "checkpoints")
 
 
+@pytest.mark.slow
 def test_failed_start_leaves_nothing_and_can_be_started_again(tmp_path):
     """Interrupted before its first checkpoint, a start removes what it wrote; killed, it
     leaves a run.json without checkpoints, and the next start simply starts afresh."""

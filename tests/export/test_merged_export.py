@@ -17,6 +17,7 @@ ARGS = ["--prompt=Once upon a time", "-n", "60", "--temperature", "0.8", "--top-
         "--seed", "3"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["pair", "recipe"])
 def test_merged_checkpoint_exports_and_generates_the_same_text(tmp_path, how):
     run = tmp_path / "run"
