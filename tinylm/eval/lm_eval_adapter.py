@@ -180,7 +180,7 @@ def task_dir(data_dir=None, out: Path | None = None) -> Path:
     """Render the task configs with the data dir filled in; returns lm-eval's include_path."""
     from tinylm.data.sources import resolve_data_dir
     from tinylm.eval.results import default_cache_dir
-    from tinylm.tokenizers.base import write_text_atomic
+    from tinylm.io import write_text_atomic
 
     data_dir = resolve_data_dir(data_dir)
     source = resources.files("tinylm.eval") / "lm_eval_tasks"

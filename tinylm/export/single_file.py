@@ -408,7 +408,7 @@ def export_single_file(checkpoint: str | Path, out: str | Path, *, weights: str 
     import torch
 
     from tinylm import __version__
-    from tinylm.tokenizers.base import write_text_atomic
+    from tinylm.io import write_text_atomic
     from tinylm.train.checkpoint import load_checkpoint
 
     if weights not in ("embed", "beside"):

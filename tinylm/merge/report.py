@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from tinylm.merge.recipe import Leaf, parse_recipe
-from tinylm.tokenizers.base import write_text_atomic
+from tinylm.io import write_text_atomic
 
 # metrics a scorer may report, with how to show them and which direction is better
 METRIC_ORDER = [("composite", "composite", "lower"), ("wikitext2_ce", "WikiText-2 CE", "lower"),

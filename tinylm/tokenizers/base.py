@@ -12,7 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from tinylm.io import write_text_atomic  # noqa: F401 - moved to tinylm.io; re-exported
+from tinylm.io import write_text_atomic
 
 FORMAT = "tinylm-tokenizer"
 
