@@ -137,7 +137,7 @@ def test_single_file_export_reproduces_bitnet(tmp_path):
 
 # --------------------------------------------------------------------------- through the CLI
 
-TRAIN = ["train", "--preset", "bitnet-debug", "--data", "tinystories", "--steps", "40",
+TRAIN = ["train", "--preset", "bitnet-debug", "--data", "tinystories", "--steps", "20",
          "--ckpt-every", "5", "--eval-every", "20", "--log-every", "1", "--no-progress",
          "--threads", "1"]
 
@@ -150,7 +150,7 @@ def test_killed_bitnet_run_resumes_bit_exactly(tmp_path):
     run_cli(*TRAIN, "--out", str(straight))
     child = subprocess.Popen([sys.executable, "-m", "tinylm", *TRAIN, "--out", str(killed)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = killed / "checkpoints" / "step_00000010"
+    target = killed / "checkpoints" / "step_00000005"
     deadline = time.time() + 300
     while not target.exists() and child.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -158,7 +158,7 @@ def test_killed_bitnet_run_resumes_bit_exactly(tmp_path):
     child.wait()
     assert child.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     run_cli(*TRAIN, "--out", str(killed), "--resume")
-    last = "checkpoints/step_00000040/model.safetensors"
+    last = "checkpoints/step_00000020/model.safetensors"
     a, b = load_file(straight / last), load_file(killed / last)
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
 
@@ -168,8 +168,8 @@ def test_bitnet_goes_through_the_pipeline(tmp_path):
     from tinylm.train.checkpoint import list_checkpoints, read_meta
 
     run = tmp_path / "run"
-    run_cli("train", "--preset", "bitnet-debug", "--data", "tinystories", "--steps", "30",
-            "--ckpt-every", "10", "--eval-every", "30", "--no-progress", "--out", str(run))
+    run_cli("train", "--preset", "bitnet-debug", "--data", "tinystories", "--steps", "20",
+            "--ckpt-every", "10", "--eval-every", "20", "--no-progress", "--out", str(run))
     steps = list_checkpoints(run / "checkpoints")
     assert "composite" in run_cli("eval", str(steps[-1]), "--limit", "2").stdout
 
