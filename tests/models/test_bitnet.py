@@ -76,7 +76,8 @@ def test_bitlinear_forward_is_quantized_and_backward_is_straight_through(act_qua
     layer = BitLinear(16, 12, parts=(8, 4), act_quant=act_quant)
     x = torch.randn(3, 16, requires_grad=True)
     out = layer(x)
-    xq = (lambda i, s: i * s)(*quantize_activations(x.detach())) if act_quant else x.detach()
+    ints, step = quantize_activations(x.detach())
+    xq = ints * step if act_quant else x.detach()
     weight_q = layer.quantized_weight().detach().requires_grad_()
     reference = F.linear(xq, weight_q)
     torch.testing.assert_close(out, reference)
@@ -127,7 +128,6 @@ def test_single_file_export_reproduces_bitnet(tmp_path):
     from tinylm.tokenizers import ByteTokenizer
     from tinylm.train.checkpoint import save_checkpoint
 
-    model = _model(True)
     config = {**DEBUG, "vocab_size": 257, "act_quant": True}
     model = BitNet(BitNetConfig(**config))
     save_checkpoint(tmp_path / "ckpt", family="bitnet", model_config=config,

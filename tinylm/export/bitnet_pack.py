@@ -43,12 +43,14 @@ one GEMM and scales the output rows afterwards:
 With act_quant on the GEMM is integer arithmetic done in float32: |ints| <= 128 and |trits| <= 1
 so every partial sum stays below 128 * 336 < 2^24 and is exact, i.e. the same numbers an
 int8 x int8 -> int32 kernel would produce. Why not such a kernel: torch's CPU int8 GEMMs
-(`torch._int_mm`, `aten._weight_int8pack_mm`) are reference loops here: for one 128 -> 384
-matrix at batch 64 they took 3.2-3.7 ms against 0.08 ms for fp32 (torch 2.13, one thread),
-and a lookup-table kernel built from torch ops (each packed base-3 byte indexing a 243-entry
-table of partial sums, through `embedding_bag`) took 0.4 ms at batch 1 and about 0.2 ms at
-batch 64. Widening for a fused fp32 GEMM was the fastest torch-only route; real ternary
-kernels belong in the native C engine. Against the fp32 latent model, which re-quantizes every
+(`torch._int_mm`, `aten._weight_int8pack_mm`) run as plain loops here. For one 128 -> 384
+matrix (torch 2.13, one thread, a shared machine) fp32 took 0.006 ms at batch 1 and 0.08 ms
+at batch 64; widening int8 and scaling 0.03 and 0.13 ms; `_int_mm` with the activation
+quantization 0.09 and 3.2 ms; `_weight_int8pack_mm` 0.05 and 3.7 ms; and a lookup-table kernel
+from torch ops (each packed base-3 byte indexing a 243-entry table of partial sums, gathered by
+`index_select` or summed by `embedding_bag`) about 0.05 ms at batch 1 and 0.2 ms at batch 64.
+Widening for a fused fp32 GEMM was the fastest torch-only route; real ternary kernels
+belong in the native C engine. Against the fp32 latent model, which re-quantizes every
 weight on every forward, this skips the quantization entirely (benchmarks/bench_bitnet.py).
 """
 
