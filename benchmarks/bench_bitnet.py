@@ -114,6 +114,20 @@ def main() -> None:
           f"{(path / 'model.safetensors').stat().st_size:,} bytes (fp32 latent)")
     for name, file in files.items():
         print(f"       packed {name}: {file.stat().st_size:,} bytes")
+    if args.checkpoint:
+        sample(latent, models["packed base3"], load_checkpoint(path).tokenizer)
+
+
+def sample(latent, packed, tokenizer, prompt: str = "Once upon a time") -> None:
+    """The same seeded continuation from the latent model and from the packed file."""
+    from tinylm.infer.generate import generate_ids
+    from tinylm.infer.sampling import SamplingConfig
+
+    settings = SamplingConfig(temperature=0.8, top_k=40)
+    for name, model in (("latent", latent), ("packed", packed)):
+        ids = generate_ids(model, [tokenizer.encode(prompt)], 80, settings, seed=0,
+                           eos_id=tokenizer.eos_id)[0]
+        print(f"\n{name}: {prompt}{tokenizer.decode(ids)}")
 
 
 if __name__ == "__main__":
