@@ -41,6 +41,12 @@ How the norms were worked out from the count: embeddings plus the 20 matrices gi
 the remaining 1,408 = 11 x 128 are eleven 128-wide gains, which is two pre-norms per block and
 one final norm. A SubLN inside each of the 20 BitLinears would add 20 more (at least 2,560
 parameters), and an untied head 24,576, so the card's model has neither.
+
+On this CPU (2 shared cores, one thread, nice'd): `tinylm train --preset tiny-tiny-stories
+--data tinystories --steps 400 --batch-size 16 --seq-len 256 --warmup-steps 40 --lr 3e-3`
+trained the unigram-192 tokenizer and 400 steps (1,638,400 tokens) in about 24 minutes to a
+validation loss of 2.203 nats/token (3.082 at step 100, 2.599 at 200, 2.332 at 300); the card
+reports 1.2087 after 100K steps at effective batch 384 on two GPUs.
 """
 
 from __future__ import annotations
