@@ -24,6 +24,15 @@ def cmd_export_single_file(args) -> None:
           f"  python {Path(out)} --prompt \"Once upon a time\" -n 100")
 
 
+def cmd_export_bitnet(args) -> None:
+    from tinylm.export.bitnet_pack import export_packed, load_packed
+
+    out = export_packed(args.checkpoint, args.out, args.packing, args.embeddings)
+    load_packed(out)  # refuses at once if what was written cannot be read back
+    print(f"wrote {out} ({out.stat().st_size:,} bytes; ternary weights {args.packing}, "
+          f"embeddings and norms {args.embeddings})")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="ship a checkpoint outside tinylm")
     sub = p.add_subparsers(dest="export_command", required=True)
@@ -40,3 +49,14 @@ def register(subparsers) -> None:
     s.add_argument("--force", action="store_true", help="replace an existing output not "
                    "written by tinylm")
     s.set_defaults(func=cmd_export_single_file)
+    b = sub.add_parser("bitnet", help="a bitnet checkpoint's ternary weights packed at 2 or "
+                       "1.6 bits (tinylm.export.bitnet_pack)")
+    b.add_argument("checkpoint", help="a bitnet checkpoint folder")
+    b.add_argument("-o", "--out", default="model.tlm", help="the file to write (default: "
+                   "model.tlm)")
+    b.add_argument("--packing", choices=("base3", "2bit"), default="base3",
+                   help="base3: 5 weights a byte (1.6 bits); 2bit: 4 a byte (default: base3)")
+    b.add_argument("--embeddings", choices=("fp16", "fp32"), default="fp16",
+                   help="dtype of the full-precision tensors: the tied embedding and the norm "
+                        "gains (default: fp16)")
+    b.set_defaults(func=cmd_export_bitnet)

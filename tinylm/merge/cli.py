@@ -186,8 +186,15 @@ def merge_pair(path_a: Path, path_b: Path, t: float, out: Path, method: str,
     meta = {"step": None, "tokens_seen": None,
             "merge": {"a": str(path_a), "b": str(path_b), "t": t, "method": method,
                       "t_by_group": t_by_group, "gradient": gradient, "aligned": align}}
+    if record.merge_notes is not None:  # what the family adds (bitnet: ternary flips)
+        meta["merge_notes"] = notes = record.merge_notes(a.model_state, state_b, merged, config)
+        print(f"merge notes: {format_notes(notes)}")
     return save_checkpoint(out, family=a.meta["family"], model_config=a.meta["model_config"],
                            model_state=merged, tokenizer=a.tokenizer, extra_meta=meta)
+
+
+def format_notes(notes: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in notes.items())
 
 
 def cmd_tournament(args) -> None:

@@ -134,6 +134,11 @@ def build_merge(recipe: str, checkpoints_dir: Path, out: Path, method: str = "sl
     first = load(leaves(tree)[0])
     base = loaded[leaves(tree)[0]]
     merge_fn = family_merge_fn(base.meta["family"], base.meta["model_config"], method)
+    last_merge = {}  # the recipe's root merge is the last call: its parents and result
+
+    def noted_merge(a, b, t):
+        last_merge.update(a=a, b=b, merged=merge_fn(a, b, t))
+        return last_merge["merged"]
     for name in leaves(tree)[1:]:
         load(name)
         other = loaded[name]
@@ -143,14 +148,29 @@ def build_merge(recipe: str, checkpoints_dir: Path, out: Path, method: str = "sl
                               f"architectures")
         if other.tokenizer.content_hash() != base.tokenizer.content_hash():
             raise TinyLMError(f"cannot merge {leaves(tree)[0]} with {name}: different tokenizers")
-    state = first if isinstance(tree, Leaf) else evaluate_recipe(tree, load, merge_fn)
+    state = first if isinstance(tree, Leaf) else evaluate_recipe(tree, load, noted_merge)
     meta = {"step": None, "tokens_seen": None, "recipe": recipe,
             "lineage": {"leaves": leaves(tree), "parents": _parents(tree)},
             "merge_method": method}
+    _add_merge_notes(meta, base.meta, last_merge)
     save_checkpoint(out, family=base.meta["family"], model_config=base.meta["model_config"],
                     model_state=state, tokenizer=base.tokenizer, extra_meta=meta)
     read_meta(out)
     return out
+
+
+def _add_merge_notes(meta: dict, base_meta: dict, last_merge: dict) -> None:
+    """The family record's notes on the root merge (A, B = its two parents), if it has any."""
+    from tinylm.merge.cli import format_notes
+    from tinylm.models import get_family
+
+    record = get_family(base_meta["family"])
+    if record.merge_notes is None or not last_merge:
+        return
+    meta["merge_notes"] = notes = record.merge_notes(
+        last_merge["a"], last_merge["b"], last_merge["merged"],
+        record.config_from(base_meta["model_config"]))
+    print(f"merge notes for {meta['recipe']}: {format_notes(notes)}", flush=True)
 
 
 def _parents(tree) -> list:
