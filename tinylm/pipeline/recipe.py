@@ -9,8 +9,7 @@
                   decay schedule), trained beside the main run and reported next to the
                   champion; absent: no control run
     [eval]        what selection scores with: bench, limit, any EvalSettings field
-    [report]      what the held-out report scores with (same keys; default: eval's bench,
-                  full sets)
+    [report]      what the held-out report scores with (same keys; absent: as [eval])
     [tournament]  any TournamentConfig field (top_k, t_grid, generations, workers, method)
     [samples]     prompts, max_new_tokens, seed, and any SamplingConfig field
 
@@ -79,7 +78,7 @@ class Recipe:
     train: dict = field(default_factory=dict)       # TrainConfig fields (+ "processes")
     control: dict = field(default_factory=dict)     # TrainConfig overrides of the control run
     eval: ScoringConfig = field(default_factory=ScoringConfig)
-    report: ScoringConfig = field(default_factory=ScoringConfig)
+    report: ScoringConfig | None = None             # None: the same as eval (other split)
     tournament: TournamentConfig = field(default_factory=TournamentConfig)
     samples: SamplesSection = field(default_factory=SamplesSection)
 
@@ -143,7 +142,7 @@ def validate_sections(recipe: Recipe, where: str) -> None:
 
     parts = {"data": [recipe.data], "model": [recipe.model],
              "eval": [recipe.eval, recipe.eval.settings],
-             "report": [recipe.report, recipe.report.settings],
+             "report": [recipe.report, recipe.report.settings] if recipe.report else [],
              "tournament": [recipe.tournament],
              "samples": [recipe.samples, recipe.samples.sampling]}
     for key, sections in parts.items():

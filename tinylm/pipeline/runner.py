@@ -146,7 +146,8 @@ class Pipeline:
 
         from tinylm.merge.scoring import make_scorer
 
-        scoring = self.recipe.eval if split == "selection" else self.recipe.report
+        scoring = self.recipe.eval if split == "selection" else (self.recipe.report
+                                                                 or self.recipe.eval)
         scoring = dataclasses.replace(scoring, settings=dataclasses.replace(scoring.settings,
                                                                             split=split))
         return make_scorer(scoring, self.recipe.data.data_dir)
