@@ -133,7 +133,11 @@ class Family:
     export: ExportSpec | None = None
     """The single-file export's needs, or None if the family cannot be exported that way."""
     language_model: bool = True
-    """False for families that are not next-token models (they skip LM evaluation)."""
+    """False for families that are not next-token models (image models such as qkvae):
+    `tinylm train`, `eval` and `generate` refuse them with one line, and their presets are
+    built without a vocabulary. Their checkpoints hold no tokenizer."""
+    describe_extra: Callable[[Any], list[str]] | None = None
+    """config -> extra lines for `tinylm info` (an image model's code grid), or None."""
 
     def build(self, config_dict: Mapping[str, Any], where: str | None = None):
         """The model for a plain config dict, unknown keys refused with one line."""

@@ -77,6 +77,9 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
     from tinylm.train import distributed
 
     preset = load_preset(preset_name)
+    from tinylm.train.checkpoint import refuse_non_language_model
+
+    refuse_non_language_model(f"preset {preset_name}", preset["family"])
     config = build_train_config(preset, config_file, flags)
     rank, _ = distributed.setup()
     if rank == 0:  # one process prepares the run folder; the others wait, then read it
