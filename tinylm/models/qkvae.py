@@ -19,6 +19,9 @@ Notable choices:
 - Downsampling factor 4 (two stride-2 levels) for every preset, so one code covers 4 x 4 pixels
   and the three sizes share the code grid as well as the codebook: 10 bits per 16 pixels,
   0.625 bits per pixel at the full grid, before quadtree merging.
+- Every conv pads by replication, not zeros: a constant image then gives a constant code grid
+  (each conv maps a constant input to a constant output), so a flat picture merges to one
+  token even at tau = 0, and borders are not coded differently from the interior.
 - Upsampling is nearest-neighbour then a 3x3 conv (no transposed conv, so no checkerboard).
 - Residual blocks are conv3x3-SiLU-conv3x3 with the second conv scaled down at init, so a fresh
   network starts close to the identity through each block.
@@ -97,11 +100,17 @@ class QkvaeConfig:
 
 # --------------------------------------------------------------------------- blocks
 
+def conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Conv2d:
+    """A conv that pads by replication (see the module docstring); k = 4, stride 2 halves."""
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=(k - 1) // 2 if k % 2 else 1,
+                     padding_mode="replicate")
+
+
 class ResBlock(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(ch, ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(ch, ch, 3, padding=1)
+        self.conv1 = conv(ch, ch)
+        self.conv2 = conv(ch, ch)
         with torch.no_grad():  # start near the identity: each block adds a small correction
             self.conv2.weight.mul_(0.1)
             self.conv2.bias.zero_()
@@ -115,7 +124,7 @@ class Up(nn.Module):
 
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, padding=1)
+        self.conv = conv(cin, cout)
 
     def forward(self, x):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
@@ -125,12 +134,12 @@ class Encoder(nn.Module):
     def __init__(self, c: QkvaeConfig):
         super().__init__()
         ch = c.channels
-        self.stem = nn.Conv2d(c.image_channels, ch[0], 3, padding=1)
+        self.stem = conv(c.image_channels, ch[0])
         self.levels = nn.ModuleList()
         for i, n in enumerate(c.enc_blocks):
             layers = [ResBlock(ch[i]) for _ in range(n)]
             if i + 1 < len(ch):  # stride-2 conv to the next level
-                layers.append(nn.Conv2d(ch[i], ch[i + 1], 4, stride=2, padding=1))
+                layers.append(conv(ch[i], ch[i + 1], 4, stride=2))
             self.levels.append(nn.Sequential(*layers))
         self.out = nn.Conv2d(ch[-1], len(c.levels), 1)
 
@@ -145,14 +154,14 @@ class Decoder(nn.Module):
     def __init__(self, c: QkvaeConfig):
         super().__init__()
         ch = c.channels
-        self.inp = nn.Conv2d(len(c.levels), ch[-1], 3, padding=1)
+        self.inp = conv(len(c.levels), ch[-1])
         self.levels = nn.ModuleList()
         for i in reversed(range(len(ch))):
             layers = [ResBlock(ch[i]) for _ in range(c.dec_blocks[i])]
             if i > 0:
                 layers.append(Up(ch[i], ch[i - 1]))
             self.levels.append(nn.Sequential(*layers))
-        self.out = nn.Conv2d(ch[0], c.image_channels, 3, padding=1)
+        self.out = conv(ch[0], c.image_channels)
 
     def forward(self, q):                                   # (B, d, h, w)
         x = self.inp(q)
