@@ -145,7 +145,7 @@ def to_tensor(rgb: np.ndarray):
     """(H, W, 3) uint8 -> (1, 3, H, W) float in [0, 1]."""
     import torch
 
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float() / 255.0
 
 
 def to_uint8(x) -> np.ndarray:

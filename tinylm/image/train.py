@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
 from tinylm.image.io import image_files, load_image, to_rgb
+from tinylm.image.settings import ImageTrainConfig
 
 # (function name, weight): colour photos are drawn three times as often as grayscale textures
 SKIMAGE_IMAGES = (("astronaut", 3), ("coffee", 3), ("chelsea", 3), ("rocket", 3),
@@ -36,26 +36,6 @@ SKIMAGE_IMAGES = (("astronaut", 3), ("coffee", 3), ("chelsea", 3), ("rocket", 3)
                   ("camera", 1), ("coins", 1), ("moon", 1), ("page", 1), ("text", 1),
                   ("brick", 1), ("grass", 1), ("gravel", 1), ("cell", 1), ("clock", 1))
 KODAK_NAME = re.compile(r"^kodim\d\d$", re.IGNORECASE)
-
-
-@dataclass
-class ImageTrainConfig:
-    steps: int = 2000
-    """Optimizer steps (the run also stops at `minutes`)."""
-    minutes: float = 0.0
-    """Wall-clock budget in minutes; 0 = no limit."""
-    crop: int = 64
-    """Side of the random square crops."""
-    batch_size: int = 8
-    lr: float = 2e-3
-    warmup: int = 50
-    weight_decay: float = 0.0
-    ssim_weight: float = 0.2
-    """Weight of (1 - SSIM) beside L1."""
-    seed: int = 0
-    save_every: int = 250
-    """Steps between checkpoints (0: only at the end)."""
-    log_every: int = 25
 
 
 def skimage_images() -> list[tuple[str, np.ndarray, int]]:
