@@ -44,14 +44,15 @@ class Codec:
         self.factor = model.config.factor
 
     @torch.no_grad()
-    def analyse(self, rgb: np.ndarray, tau_max: float | None = None):
+    def analyse(self, rgb: np.ndarray, tau_max: float | None = None,
+                max_level: int | None = None):
         """(tree, full-grid reconstruction as uint8) of an RGB uint8 image."""
         x = to_tensor(rgb)
         size = (x.shape[2], x.shape[3])
         latent = self.model.encode_latent(x)                         # (1, d, gh, gw)
         reference = self.model.decode(self.fsq.quantize_values(latent), size)
         tree = analyse(latent, self.fsq, lambda q: self.model.decode(q, size), reference,
-                       self.factor, tau_max)
+                       self.factor, tau_max, max_level)
         return tree, to_uint8(reference)
 
     def tau_for(self, tree: Quadtree, tau: float | None, budget: float | None) -> float:

@@ -91,13 +91,15 @@ def _expand(blocks: torch.Tensor, side: int, h: int, w: int) -> torch.Tensor:
 
 @torch.no_grad()
 def analyse(latent: torch.Tensor, fsq, decode: Callable[[torch.Tensor], torch.Tensor],
-            reference: torch.Tensor, factor: int, tau_max: float | None = None) -> Quadtree:
+            reference: torch.Tensor, factor: int, tau_max: float | None = None,
+            max_level: int | None = None) -> Quadtree:
     """Costs and representatives of every block.
 
     latent: (1, d, gh, gw) bounded, unrounded (FSQ `bound` output); decode: codes (1, d, gh, gw)
     -> image (1, 3, H, W); reference: decode of the full grid; factor: pixels per cell.
     Blocks whose children already cost more than tau_max get cost inf without a decode (a
-    speed knob for a known largest tau; None computes every level)."""
+    speed knob for a known largest tau; None computes every level). Blocks above `max_level`
+    (2^max_level cells a side) never merge, which saves their decodes."""
     _, _, gh, gw = latent.shape
     H, W = reference.shape[-2:]
     ones = torch.ones(1, 1, gh, gw)
@@ -114,6 +116,8 @@ def analyse(latent: torch.Tensor, fsq, decode: Callable[[torch.Tensor], torch.Te
         n = count[0, 0].long().numpy()
         cost = child_max.copy()
         todo = (n > 1) & (child_max <= (math.inf if tau_max is None else tau_max))
+        if max_level is not None and k > max_level:
+            todo[:] = False
         if todo.any():
             merged = decode(_expand(rep, side, gh, gw))                 # (1, 3, H, W)
             change = (merged - reference).abs().mean(1, keepdim=True) * 255.0

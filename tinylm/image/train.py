@@ -76,7 +76,7 @@ class CropSampler:
     so that large photos are not under-sampled."""
 
     def __init__(self, images, crop: int, seed: int):
-        self.images = [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)
+        self.images = [torch.from_numpy(np.array(a, dtype=np.uint8)).permute(2, 0, 1)
                        for _, a, _ in images]
         sizes = np.array([w * a.shape[0] * a.shape[1] for _, a, w in images], dtype=np.float64)
         self.p = sizes / sizes.sum()
