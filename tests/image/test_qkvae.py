@@ -100,6 +100,9 @@ def test_checkpoint_round_trip_and_lm_commands_refuse_it(tmp_path):
         torch.testing.assert_close(loaded(x), model(x))
     with pytest.raises(TinyLMError, match="not a language model"):
         load_checkpoint(tmp_path / "ck")
+    from tinylm.train.info import describe
+
+    assert "4 x 4 pixels per code" in describe(str(tmp_path / "ck"))  # info reads its shapes
 
 
 def test_info_prints_params_and_code_grid():
