@@ -11,10 +11,9 @@ from tinylm.errors import TinyLMError
 
 def _model_for(target: str):
     from tinylm.config import load_preset, preset_names
-    from tinylm.models import build_model
+    from tinylm.models import build_model, get_family
 
     if Path(target).is_dir():
-        from tinylm.models import get_family
         from tinylm.train.checkpoint import load_checkpoint, read_meta
 
         meta = read_meta(target)
@@ -27,8 +26,6 @@ def _model_for(target: str):
     if target not in preset_names():
         raise TinyLMError(f"{target!r} is neither a checkpoint folder nor a preset; presets: "
                           f"{', '.join(preset_names())}")
-    from tinylm.models import get_family
-
     preset = load_preset(target)
     if not get_family(preset["family"]).language_model:  # no tokenizer, no vocabulary
         return (build_model(preset["family"], preset["model"]),
