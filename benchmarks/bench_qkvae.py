@@ -27,7 +27,13 @@ import torch
 
 from tinylm.image.io import image_files, load_image, to_tensor, to_uint8
 from tinylm.image.lab import jpeg_at, jpeg_curve, ssim_psnr
-from tinylm.image.quadtree import Header, analyse, merged_grid, tau_for_budget, write_stream
+from tinylm.image.quadtree import (
+    Header,
+    analyse,
+    merged_grid,
+    tau_for_budget,
+    write_stream,
+)
 from tinylm.models.qkvae import load_qkvae
 
 

@@ -35,7 +35,7 @@ def test_ssim_loss_matches_scikit_image():
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
     ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True,
                                 sigma=1.5, use_sample_covariance=False)
-    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float()  # noqa: E731
+    t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None].float()
     assert abs(float(ssim(t(a), t(b), data_range=1.0)) - ref) < 2e-3
 
 

@@ -12,7 +12,7 @@ from tinylm.models import get_family
 from tinylm.models.fsq import FSQ
 from tinylm.models.qkvae import LEVELS, Qkvae, QkvaeConfig, load_qkvae, save_qkvae
 
-DEBUG = dict(channels=(8, 8, 16), enc_blocks=(0, 0, 1), dec_blocks=(0, 0, 1))
+DEBUG = {"channels": (8, 8, 16), "enc_blocks": (0, 0, 1), "dec_blocks": (0, 0, 1)}
 
 
 def debug_model(seed: int = 0, spread: float = 1.0) -> Qkvae:

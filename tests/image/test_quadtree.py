@@ -12,8 +12,15 @@ from hypothesis import strategies as st
 
 from tinylm.errors import TinyLMError
 from tinylm.image.codec import Codec
-from tinylm.image.quadtree import (Header, analyse, merged_grid, read_stream, tau_for_budget,
-                                   token_count, write_stream)
+from tinylm.image.quadtree import (
+    Header,
+    analyse,
+    merged_grid,
+    read_stream,
+    tau_for_budget,
+    token_count,
+    write_stream,
+)
 from tinylm.models.fsq import FSQ
 
 FSQ_ = FSQ((8, 5, 5, 5))
@@ -77,7 +84,7 @@ def test_real_model_stream_decodes_to_the_reported_image():
         tree, _ = codec.analyse(rgb)
         for tau in (0.0, 2.0, 1e9):
             enc = codec.encode(rgb, tau=tau, tree=tree)
-            out, gray, tokens = codec.decode(enc.stream)
+            out, _, tokens = codec.decode(enc.stream)
             assert out.shape == rgb.shape and tokens == enc.tokens <= enc.full_tokens
             assert np.array_equal(out, codec.reconstruct(tree, tau, h, w))
         assert codec.encode(rgb, tau=1e9, tree=tree).tokens == 1

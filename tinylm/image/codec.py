@@ -11,8 +11,15 @@ import torch
 
 from tinylm.errors import TinyLMError
 from tinylm.image.io import to_tensor, to_uint8
-from tinylm.image.quadtree import (Header, Quadtree, analyse, merged_grid, read_stream,
-                                   tau_for_budget, write_stream)
+from tinylm.image.quadtree import (
+    Header,
+    Quadtree,
+    analyse,
+    merged_grid,
+    read_stream,
+    tau_for_budget,
+    write_stream,
+)
 
 
 @dataclass

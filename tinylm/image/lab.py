@@ -24,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from tinylm.errors import TinyLMError
-from tinylm.image.io import image_files, jpeg_roundtrip, load_image, png_bytes, write_atomic
+from tinylm.image.io import (
+    image_files,
+    jpeg_roundtrip,
+    load_image,
+    png_bytes,
+    write_atomic,
+)
 
 JPEG_QUALITIES = (2, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
 BUDGETS = (1.0, 0.8, 0.6, 0.4, 0.2, 0.1, 0.05)
@@ -171,7 +177,7 @@ def run_lab(checkpoints, images, out: Path, taus=None, max_side: int = 0, log=pr
 
     codecs = {}
     for ckpt in checkpoints:
-        model, meta = load_qkvae(ckpt)
+        model, _ = load_qkvae(ckpt)
         params = sum(p.numel() for p in model.parameters())
         codecs[f"{Path(ckpt).name} ({params / 1e6:.2f}M)"] = Codec(model)
     if taus is not None and any(t < 0 for t in taus):

@@ -265,7 +265,7 @@ def _single_code(tree: Quadtree, k: int, r: int, c: int) -> int:
 def read_header(data: bytes) -> Header:
     if len(data) < HEADER.size or data[:4] != MAGIC:
         raise TinyLMError("not a qkvae token stream (no QKV1 header)")
-    magic, h, w, flags, factor, n = HEADER.unpack_from(data)
+    _, h, w, flags, factor, n = HEADER.unpack_from(data)
     if len(data) < HEADER.size + n:
         raise TinyLMError("truncated qkvae token stream (header)")
     levels = tuple(data[HEADER.size:HEADER.size + n])

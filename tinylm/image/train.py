@@ -41,7 +41,7 @@ KODAK_NAME = re.compile(r"^kodim\d\d$", re.IGNORECASE)
 def skimage_images() -> list[tuple[str, np.ndarray, int]]:
     """(name, RGB uint8, weight) for every scikit-image sample present in the wheel."""
     try:
-        import skimage.data as data
+        from skimage import data
     except ImportError:
         raise TinyLMError("training images come from scikit-image: pip install scikit-image") \
             from None
@@ -49,7 +49,7 @@ def skimage_images() -> list[tuple[str, np.ndarray, int]]:
     for name, weight in SKIMAGE_IMAGES:
         try:
             arr = getattr(data, name)()
-        except Exception:  # noqa: BLE001 - a sample missing from this wheel is skipped
+        except Exception:  # noqa: BLE001, S112 - a sample missing from this wheel is skipped
             continue
         views = arr[:2] if isinstance(arr, tuple) else (arr,)  # stereo pair: both views
         for k, view in enumerate(views):

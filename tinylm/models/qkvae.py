@@ -216,7 +216,7 @@ class Qkvae(nn.Module):
         return self.decode(self.encode(x), size=(x.shape[2], x.shape[3]))
 
     def parameter_breakdown(self) -> dict[str, int]:
-        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        count = lambda m: sum(p.numel() for p in m.parameters())
         parts = {"encoder.stem": count(self.encoder.stem)}
         for i, level in enumerate(self.encoder.levels):
             parts[f"encoder.level{i} ({self.config.channels[i]} ch)"] = count(level)
@@ -286,8 +286,8 @@ PRESETS = {
 def describe_extra(config: QkvaeConfig) -> list[str]:
     """Lines for `tinylm info`: codebook and the code grid of a few image sizes."""
     f, bits = config.factor, max(1, math.ceil(math.log2(config.codebook_size)))
-    lines = [f"FSQ levels {list(config.levels)}: {config.codebook_size:,} codes ({bits} bits "
-             f"each), {f} x {f} pixels per code ({bits / f / f:.3f} bpp at the full grid)",
+    lines = [(f"FSQ levels {list(config.levels)}: {config.codebook_size:,} codes ({bits} bits "
+              f"each), {f} x {f} pixels per code ({bits / f / f:.3f} bpp at the full grid)"),
              "code grid (rows x cols = tokens at the full grid; quadtree merging spends fewer):"]
     for w, h in ((182, 28), (256, 256), (768, 512), (1920, 1080)):
         rows, cols = config.grid(h, w)
