@@ -5,7 +5,7 @@ import torch
 
 from tinylm.config import load_preset, preset_names
 from tinylm.errors import TinyLMError
-from tinylm.models import build_model
+from tinylm.models import build_model, get_family
 from tinylm.models.llama import Llama, LlamaConfig
 
 SMALL = dict(vocab_size=50, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=48,
@@ -71,7 +71,9 @@ def test_every_preset_builds():
         preset = load_preset(name)
         tok = preset.get("tokenizer", {"kind": "bytes"})
         vocab = 257 if tok["kind"] == "bytes" else tok["vocab_size"]
-        model = build_model(preset["family"], {**preset["model"], "vocab_size": vocab})
+        language_model = get_family(preset["family"]).language_model  # qkvae: no vocabulary
+        model = build_model(preset["family"],
+                            {**preset["model"], **({"vocab_size": vocab} if language_model else {})})
         assert sum(model.parameter_breakdown().values()) == sum(
             p.numel() for p in model.parameters())
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from tinylm.errors import TinyLMError
 from tinylm.models.family import Family, Preset
 
-BUILTIN_FAMILIES = ("tinylm.models.llama", "tinylm.models.looped", "tinylm.models.bitnet")
+BUILTIN_FAMILIES = ("tinylm.models.llama", "tinylm.models.looped", "tinylm.models.bitnet",
+                    "tinylm.models.qkvae")
 PLUGINS_ENV = "TINYLM_PLUGINS"
 
 _FAMILIES: dict[str, Family] = {}

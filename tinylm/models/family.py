@@ -133,12 +133,16 @@ class Family:
     export: ExportSpec | None = None
     """The single-file export's needs, or None if the family cannot be exported that way."""
     language_model: bool = True
-    """False for families that are not next-token models (they skip LM evaluation)."""
+    """False for families that are not next-token models (image models such as qkvae):
+    `tinylm train`, `eval` and `generate` refuse them with one line, and their presets are
+    built without a vocabulary. Their checkpoints hold no tokenizer."""
     merge_notes: Callable[[Mapping, Mapping, Mapping, Any], dict] | None = None
     """(state_a, state_b, merged, config) -> a small JSON-able dict on what a merge did that
     the tensors alone do not say (bitnet: the share of ternary values that flipped); `tinylm
     merge` and the tournament's merges print it and store it in the merge's meta.json. None:
     nothing to add."""
+    describe_extra: Callable[[Any], list[str]] | None = None
+    """config -> extra lines for `tinylm info` (an image model's code grid), or None."""
 
     def build(self, config_dict: Mapping[str, Any], where: str | None = None):
         """The model for a plain config dict, unknown keys refused with one line."""

@@ -3,7 +3,8 @@
     step_00000300/
         model.safetensors   weights only (the unwrapped, uncompiled module: no `_orig_mod.`)
         state.safetensors   optimizer moments and RNG state (training checkpoints only)
-        tokenizer.json      the tokenizer, so a checkpoint is usable on its own
+        tokenizer.json      the tokenizer, so a checkpoint is usable on its own (absent for
+                            a family that is not a language model, such as qkvae)
         meta.json           format/version, family, model config (and its sha256, so an edited
                             `dim` is refused), tokenizer hash, step, tokens seen, metrics,
                             train config, scalar optimizer state, and the sha256 of every
@@ -80,7 +81,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
-                    model_state: dict[str, torch.Tensor], tokenizer: Tokenizer,
+                    model_state: dict[str, torch.Tensor], tokenizer: Tokenizer | None,
                     extra_meta: dict | None = None,
                     train_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a checkpoint folder atomically; an existing folder at `path` is replaced.
@@ -100,12 +101,13 @@ def save_checkpoint(path: str | Path, *, family: str, model_config: dict,
             save_file({k: v.contiguous().cpu() for k, v in train_state.items()},
                       tmp / "state.safetensors", metadata={"format": FORMAT})
             files.append("state.safetensors")
-        tokenizer.save(tmp / "tokenizer.json")
-        files.append("tokenizer.json")
+        if tokenizer is not None:  # None: an image model (its family is no language model)
+            tokenizer.save(tmp / "tokenizer.json")
+            files.append("tokenizer.json")
         meta = {"format": FORMAT, "version": VERSION, "family": family,
                 "model_config": model_config,
                 "config_sha256": config_sha256(family, model_config),
-                "tokenizer": tokenizer.describe(),
+                "tokenizer": tokenizer.describe() if tokenizer is not None else None,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 **(extra_meta or {})}
         meta["files"] = {name: sha256_file(tmp / name) for name in files}
@@ -200,6 +202,7 @@ def _load_tensors(file: Path) -> dict[str, torch.Tensor]:
 def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpoint:
     path = Path(path)
     meta = read_meta(path)
+    refuse_non_language_model(path, meta["family"])
     model_state = _load_tensors(_verified(path, meta, "model.safetensors"))
     tok_file = _verified(path, meta, "tokenizer.json")
     try:
@@ -219,6 +222,17 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
                               f"training from it")
         train_state = _load_tensors(_verified(path, meta, "state.safetensors"))
     return Checkpoint(path, meta, model_state, tokenizer, train_state)
+
+
+def refuse_non_language_model(what, family: str) -> None:
+    """One line for a checkpoint or preset whose family is not a language model (qkvae):
+    train, eval and generate need next-token models."""
+    from tinylm.models import families
+
+    record = families().get(family)
+    if record is not None and not record.language_model:
+        raise TinyLMError(f"{what}: a {family} model is not a language model; the language-model "
+                          f"commands (train, eval, generate) cannot use it (see `tinylm image`)")
 
 
 # --------------------------------------------------------------------------- run folders

@@ -11,10 +11,15 @@ from tinylm.errors import TinyLMError
 
 def _model_for(target: str):
     from tinylm.config import load_preset, preset_names
-    from tinylm.models import build_model
+    from tinylm.models import build_model, get_family
 
     if Path(target).is_dir():
-        from tinylm.train.checkpoint import load_checkpoint
+        from tinylm.train.checkpoint import load_checkpoint, read_meta
+
+        meta = read_meta(target)
+        if not get_family(meta["family"]).language_model:  # shapes only; no tokenizer to load
+            return (build_model(meta["family"], meta["model_config"]),
+                    f"checkpoint {target} (step {meta.get('step', 0)})", None)
 
         ckpt = load_checkpoint(target)
         return ckpt.build_model(), f"checkpoint {target} (step {ckpt.step})", ckpt.tokenizer.kind
@@ -22,6 +27,9 @@ def _model_for(target: str):
         raise TinyLMError(f"{target!r} is neither a checkpoint folder nor a preset; presets: "
                           f"{', '.join(preset_names())}")
     preset = load_preset(target)
+    if not get_family(preset["family"]).language_model:  # no tokenizer, no vocabulary
+        return (build_model(preset["family"], preset["model"]),
+                f"preset {target}: {preset.get('description', '')}", None)
     tok = preset.get("tokenizer", {"kind": "bytes"})
     vocab = 257 if tok["kind"] == "bytes" else tok["vocab_size"]
     model = build_model(preset["family"], {**preset["model"], "vocab_size": vocab})
@@ -38,7 +46,9 @@ def describe(target: str) -> str:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     fp32_bytes = len(save(state))
     bf16_bytes = len(save({k: v.bfloat16() for k, v in state.items()}))
-    lines = [title, f"family {model.family}, tokenizer {tok_kind}, vocab {model.config.vocab_size}",
+    head = (f"family {model.family}, tokenizer {tok_kind}, vocab {model.config.vocab_size}"
+            if record.language_model else f"family {model.family} (not a language model)")
+    lines = [title, head, *(record.describe_extra(model.config) if record.describe_extra else []),
              "", f"{'part':44s} {'params':>12s} {'share':>7s}"]
     for name, count in parts.items():
         lines.append(f"{name:44s} {count:12,d} {100 * count / total:6.2f}%")

@@ -103,8 +103,11 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
 
     out = Path(out)
     preset = load_preset(preset_name)
+    from tinylm.train.checkpoint import refuse_non_language_model
+
     if model_overrides:
         preset["model"] = {**preset["model"], **model_overrides}
+    refuse_non_language_model(f"preset {preset_name}", preset["family"])
     config = build_train_config(preset, config_file, flags)
     context = preset.get("model", {}).get("context_len")
     if context and config.seq_len > context:
