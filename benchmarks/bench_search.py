@@ -20,17 +20,17 @@ import time
 from pathlib import Path
 
 
-def run_search(run: Path, search: str, generations: int, budget: int, scoring) -> dict:
+def run_search(run: Path, search: str, generations: int, budget: int, scoring, base) -> dict:
     from tinylm.merge.scoring import make_scorer
-    from tinylm.merge.tournament import Tournament, TournamentConfig
+    from tinylm.merge.tournament import Tournament
 
     folder = Path(tempfile.mkdtemp(prefix=f"search-{search}-")) / "run"
     (folder / "checkpoints").mkdir(parents=True)
     for ckpt in sorted((run / "checkpoints").iterdir()):
         shutil.copytree(ckpt, folder / "checkpoints" / ckpt.name)
     scorer, settings = make_scorer(scoring)
-    config = TournamentConfig(generations=generations, search=search, budget=budget,
-                              baselines=False)
+    config = dataclasses.replace(base, generations=generations, search=search, budget=budget,
+                                 baselines=False)
     started = time.perf_counter()
     tournament = Tournament(folder, config, scorer, settings, log=lambda *a: None)
     champion = tournament.run()
@@ -40,6 +40,8 @@ def run_search(run: Path, search: str, generations: int, budget: int, scoring) -
               "best_merge": best.composite if best else float("nan"),
               "best_checkpoint": tournament.best_checkpoint().composite,
               "merges": len(merges), "seconds": time.perf_counter() - started,
+              "per_generation": max(sum(e.generation == g for e in merges)
+                                    for g in range(tournament.generations_done)),
               "recipe": best.name if best else "-"}
     shutil.rmtree(folder.parent, ignore_errors=True)
     return result
@@ -48,17 +50,23 @@ def run_search(run: Path, search: str, generations: int, budget: int, scoring) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run folder with checkpoints/")
-    parser.add_argument("--recipe", default="default", help="whose [eval] scores (selection)")
+    parser.add_argument("--recipe", default="default",
+                        help="whose [eval] scores (on the selection split) and [tournament]")
     parser.add_argument("--generations", type=int, default=2)
-    parser.add_argument("--budget", type=int, default=0, help="0: the grid's count")
+    parser.add_argument("--budget", type=int, default=0,
+                        help="merges per generation for the searches; 0: as many as the grid "
+                             "scored in its largest generation")
     args = parser.parse_args()
     from tinylm.pipeline.recipe import load_recipe
 
-    scoring = load_recipe(args.recipe).eval
+    recipe = load_recipe(args.recipe)
+    scoring = recipe.eval
     scoring = dataclasses.replace(scoring, settings=dataclasses.replace(scoring.settings,
                                                                         split="selection"))
-    rows = [run_search(args.run, s, args.generations, args.budget, scoring)
-            for s in ("grid", "cmaes", "tpe")]
+    grid = run_search(args.run, "grid", args.generations, 0, scoring, recipe.tournament)
+    budget = args.budget or grid["per_generation"]
+    rows = [grid] + [run_search(args.run, s, args.generations, budget, scoring,
+                                recipe.tournament) for s in ("cmaes", "tpe")]
     print(f"{'search':8s} {'champion':>9s} {'best merge':>11s} {'best ckpt':>10s} "
           f"{'merges':>7s} {'seconds':>8s}  best merge recipe")
     for r in rows:
