@@ -136,9 +136,10 @@ def build_merge(recipe: str, checkpoints_dir: Path, out: Path, method: str = "sl
     merge_fn = family_merge_fn(base.meta["family"], base.meta["model_config"], method)
     last_merge = {}  # the recipe's root merge is the last call: its parents and result
 
-    def noted_merge(a, b, t):
-        last_merge.update(a=a, b=b, merged=merge_fn(a, b, t))
+    def noted_merge(a, b, t, t_by_group=None):
+        last_merge.update(a=a, b=b, merged=merge_fn(a, b, t, t_by_group))
         return last_merge["merged"]
+
     for name in leaves(tree)[1:]:
         load(name)
         other = loaded[name]
