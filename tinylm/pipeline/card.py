@@ -109,8 +109,28 @@ def heldout_markdown(doc: dict | None) -> list[str]:
         lines.append(f"| `{row['name']}` | {row['role']} | {row['selection']['composite']:.4f} "
                      f"| {_pm(rep, 'composite')} | {_pm(rep, 'wikitext2_ce')} | "
                      f"{_pm(rep, 'blimp_acc', True)} | {_pm(rep, f'arc_easy_{arc}', True)} |")
-    lines += ["", *comparison_lines(doc), ""]
+    lines += ["", *comparison_lines(doc), "", averaging_line(doc), ""]
     return lines
+
+
+def averaging_line(doc: dict) -> str:
+    """Did SLERP beat simple averaging (soups, LAWA, EMA)? On the report split."""
+    merges = [r for r in doc["models"] if r["role"] == "best SLERP merge"]
+    averages = sorted((r for r in doc["models"] if r["role"] == "baseline"),
+                      key=lambda r: r["report"]["composite"])
+    if not merges or not averages:
+        return "No SLERP merge or no average was scored, so they are not compared."
+    merge, average = merges[0], averages[0]
+    gap = merge["report"]["composite"] - average["report"]["composite"]
+    se = (merge["report"].get("composite_se") or 0.0, average["report"].get("composite_se")
+          or 0.0)
+    within = abs(gap) < 1.96 * (se[0] ** 2 + se[1] ** 2) ** 0.5
+    verdict = ("SLERP beat simple averaging" if gap < 0 else
+               "simple averaging did as well as SLERP or better")
+    return (f"On the report split {verdict}: the best SLERP merge `{merge['name']}` "
+            f"{merge['report']['composite']:.4f} against the best average `{average['name']}` "
+            f"{average['report']['composite']:.4f} ({gap:+.4f}"
+            + ("; within two standard errors, so not a clear difference)." if within else ")."))
 
 
 def comparison_lines(doc: dict) -> list[str]:

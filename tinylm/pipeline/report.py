@@ -9,6 +9,8 @@ import html
 import io
 import json
 
+from tinylm.pipeline.card import heldout_markdown
+from tinylm.pipeline.heldout import load_heldout
 from tinylm.merge.report import (leaderboard_entries, markdown, markdown_to_html_tables,
                                  merge_tree_png)
 from tinylm.io import check_output, write_text_atomic
@@ -70,6 +72,9 @@ def write_run_report(pipeline):
         sections += ["<h2>Benchmarks over training</h2>",
                      f"<img alt='benchmarks over steps' src='data:image/png;base64,{steps_png}'"
                      f" style='max-width:100%'>"]
+    heldout = heldout_markdown(load_heldout(out))
+    if heldout:  # the held-out table first: the numbers a user can expect
+        sections.append(markdown_to_html_tables("\n".join(heldout)))
     tree = base64.b64encode(merge_tree_png(tournament)).decode("ascii")
     sections += [markdown_to_html_tables(markdown(tournament).replace("# Tournament report",
                                                                       "## Tournament")),
