@@ -64,7 +64,7 @@ def cmd_generate(args) -> None:
     from tinylm.config import given_flags
     from tinylm.infer.settings import SamplingConfig
 
-    sampling = SamplingConfig(**given_flags(args, SamplingConfig))  # validated before loading
+    sampling = _sampling_from_flags(args, SamplingConfig, given_flags)  # before loading
     _check_sampling(args)
     prompts = _read_prompts(args)
     model = tinylm.load(args.checkpoint, device=args.device)
@@ -77,6 +77,21 @@ def cmd_generate(args) -> None:
         return
     for prompt, text in zip(prompts, model.generate_batch(prompts, **settings)):
         print(f"{prompt}{text}\n---")
+
+
+def _sampling_from_flags(args, config_class, given_flags):
+    """The SamplingConfig of the flags; its complaint names the flag (`--top-p`), not the
+    field."""
+    import dataclasses
+
+    try:
+        return config_class(**given_flags(args, config_class))
+    except TinyLMError as err:
+        message = str(err)
+        for field in dataclasses.fields(config_class):
+            if message.startswith(field.name + " "):
+                message = "--" + field.name.replace("_", "-") + message[len(field.name):]
+        raise TinyLMError(message) from None
 
 
 def _check_sampling(args) -> None:
