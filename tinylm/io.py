@@ -16,6 +16,9 @@ Ownership. tinylm replaces or deletes only what it can tell it made. The markers
     JSON file           a top-level object whose "format" starts with "tinylm-" (tokenizers,
                         eval reports, tournament state, result files)
     text file           (exported .py, Markdown, HTML) "tinylm" within its first 4 KiB
+    binary file         "tinylm" within its first 4 KiB (a bitnet .tlm's header, a PNG's
+                        Software chunk), or a format magic of ours at its start (qkvae's
+                        token stream, QKV1)
 
 `check_output` applies the rule of issue 17 before any work starts: an output that exists and
 is not ours is refused unless `force`; even with `force`, an input of the same command, a run
@@ -202,7 +205,10 @@ def owns_file(path: Path) -> bool:
             head = f.read(4096)
     except OSError:
         return False
-    return b"tinylm" in head
+    return b"tinylm" in head or head.startswith(OWNED_MAGICS)
+
+
+OWNED_MAGICS = (b"QKV1",)  # binary formats of ours that carry no "tinylm" text
 
 
 def foreign_files(folder: Path) -> list[str]:

@@ -111,7 +111,7 @@ def pack_trits(trits: torch.Tensor, packing: str) -> torch.Tensor:
 def unpack_trits(data: torch.Tensor, count: int, packing: str) -> torch.Tensor:
     """uint8 bytes -> `count` trits as int8, or a TinyLMError if a byte holds a code that no
     trit packs to (a corrupt file)."""
-    per = _check_packing(packing)
+    _check_packing(packing)
     if data.numel() != packed_size(count, packing):
         raise TinyLMError(f"{data.numel()} bytes cannot hold {count} trits packed {packing}")
     wide = data.to(torch.int32)[:, None]  # (bytes, 1)

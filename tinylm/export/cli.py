@@ -26,7 +26,9 @@ def cmd_export_single_file(args) -> None:
 
 def cmd_export_bitnet(args) -> None:
     from tinylm.export.bitnet_pack import export_packed, load_packed
+    from tinylm.io import check_output
 
+    check_output(args.out, "file", inputs=[args.checkpoint], force=args.force)
     out = export_packed(args.checkpoint, args.out, args.packing, args.embeddings)
     load_packed(out)  # refuses at once if what was written cannot be read back
     print(f"wrote {out} ({out.stat().st_size:,} bytes; ternary weights {args.packing}, "
@@ -59,4 +61,6 @@ def register(subparsers) -> None:
     b.add_argument("--embeddings", choices=("fp16", "fp32"), default="fp16",
                    help="dtype of the full-precision tensors: the tied embedding and the norm "
                         "gains (default: fp16)")
+    b.add_argument("--force", action="store_true", help="replace an existing output not "
+                   "written by tinylm")
     b.set_defaults(func=cmd_export_bitnet)

@@ -13,14 +13,15 @@ from pathlib import Path
 from tinylm.errors import TinyLMError
 
 
-def _check_output(out: str, *inputs: str) -> Path:
+def _check_output(out: str, *inputs: str, force: bool = False) -> Path:
+    """An output file that is no input, and (tinylm.io's rule) is ours or new, or --force."""
+    from tinylm.io import check_output
+
     path = Path(out)
     for given in inputs:
         if Path(given).exists() and path.exists() and path.resolve() == Path(given).resolve():
             raise TinyLMError(f"output {path} is also an input; choose another -o")
-    if path.is_dir():
-        raise TinyLMError(f"output {path} is a folder; give a file name")
-    return path
+    return check_output(path, "file", inputs=inputs, force=force)
 
 
 def _codec(checkpoint: str):
@@ -39,16 +40,17 @@ def cmd_train(args) -> None:
     from tinylm.config import from_dict, given_flags, load_preset
     from tinylm.image.settings import ImageTrainConfig
     from tinylm.image.train import train, train_images
+    from tinylm.io import check_output
     from tinylm.models import get_family
-    from tinylm.models.qkvae import load_qkvae
+    from tinylm.models.qkvae import Qkvae, load_qkvae
 
     preset = load_preset(args.preset)
-    if preset["family"] != "qkvae":
+    if get_family(preset["family"]).model_class is not Qkvae:
         raise TinyLMError(f"preset {args.preset} is a {preset['family']} model; "
                           f"`tinylm image train` trains qkvae presets")
     config = from_dict(ImageTrainConfig, {**preset["train"], **given_flags(args, ImageTrainConfig)},
                        where="image train settings")
-    out = Path(args.out)
+    out = check_output(args.out, "checkpoint", inputs=[args.init], force=args.force)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.init:
@@ -56,7 +58,7 @@ def cmd_train(args) -> None:
         model.train()
     else:
         torch.manual_seed(config.seed)
-        model = get_family("qkvae").build(preset["model"])
+        model = get_family(preset["family"]).build(preset["model"])
     images = train_images(args.data or (), use_skimage=not args.no_skimage)
     params = sum(p.numel() for p in model.parameters())
     print(f"qkvae {args.preset}: {params:,} params, {len(images)} training images, crops "
@@ -72,7 +74,7 @@ def cmd_train(args) -> None:
 def cmd_encode(args) -> None:
     from tinylm.image.io import load_image, write_atomic
 
-    out = _check_output(args.out, args.image, args.checkpoint)
+    out = _check_output(args.out, args.image, args.checkpoint, force=args.force)
     image = load_image(args.image)
     codec = _codec(args.checkpoint)
     enc = codec.encode(image.rgb, image.gray, tau=args.tau, budget=args.budget)
@@ -88,7 +90,7 @@ def cmd_encode(args) -> None:
 def cmd_decode(args) -> None:
     from tinylm.image.io import png_bytes, write_atomic
 
-    out = _check_output(args.out, args.tokens, args.checkpoint)
+    out = _check_output(args.out, args.tokens, args.checkpoint, force=args.force)
     path = Path(args.tokens)
     if not path.is_file():
         raise TinyLMError(f"token file not found: {path}")
@@ -104,7 +106,7 @@ def cmd_decode(args) -> None:
 def cmd_lab(args) -> None:
     from tinylm.image.lab import run_lab
 
-    out = _check_output(args.out, *args.checkpoints)
+    out = _check_output(args.out, *args.checkpoints, force=args.force)
     run_lab(args.checkpoints, args.images, out, taus=args.taus, max_side=args.max_side,
             log=lambda s: print(s, flush=True))
 
@@ -127,6 +129,8 @@ def register(subparsers) -> None:
     t.add_argument("--init", help="start from this qkvae checkpoint instead of fresh weights")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     add_dataclass_flags(t, ImageTrainConfig)
+    t.add_argument("--force", action="store_true", help="replace an existing output that "
+                   "tinylm did not write (never an input)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("encode", help="an image -> a token stream (quadtree + codes)")
@@ -137,12 +141,16 @@ def register(subparsers) -> None:
                    "(8-bit levels) a merged block may cause (default 0: lossless merges only)")
     e.add_argument("--budget", type=float, help="instead of tau: at most this fraction of the "
                    "full grid's tokens (e.g. 0.8)")
+    e.add_argument("--force", action="store_true", help="replace an existing output that "
+                   "tinylm did not write (never an input)")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser("decode", help="a token stream -> a PNG of the original size")
     d.add_argument("checkpoint")
     d.add_argument("tokens")
     d.add_argument("-o", "--out", required=True, help="PNG to write")
+    d.add_argument("--force", action="store_true", help="replace an existing output that "
+                   "tinylm did not write (never an input)")
     d.set_defaults(func=cmd_decode)
 
     lab = sub.add_parser("lab", help="sweep tau per model on images; an HTML page with "
@@ -154,4 +162,6 @@ def register(subparsers) -> None:
                      "per image from the block costs, full grid to a few tokens)")
     lab.add_argument("--max-side", type=int, default=0,
                      help="downscale images whose longer side exceeds this (0: native size)")
+    lab.add_argument("--force", action="store_true", help="replace an existing output that "
+                   "tinylm did not write (never an input)")
     lab.set_defaults(func=cmd_lab)
