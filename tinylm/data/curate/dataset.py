@@ -58,6 +58,11 @@ def make_row(text: str, source: str, file: str, line: int, meta: dict | None = N
             "meta": meta or {}}
 
 
+def row_line(row: dict) -> str:
+    """A row as it is stored: one JSON line (every writer uses this, so bytes match)."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
 def check_row(row, where: str) -> dict:
     if not isinstance(row, dict) or not isinstance(row.get("text"), str) \
             or not isinstance(row.get("id"), str):
@@ -212,10 +217,19 @@ class DatasetWriter:
         self._part = None
         self._force = force
 
+    @property
+    def rows_dir(self) -> Path:
+        """Where the parts go: for steps whose workers write whole parts themselves
+        (`engine.py`), which then call `add_part_rows` with what each part holds."""
+        return self._temp / "rows"
+
+    def add_part_rows(self, count: int) -> None:
+        self.rows += count
+
     def write(self, row: dict) -> None:
         if self.rows % self.rows_per_part == 0:
             self._next_part()
-        self._part.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._part.write(row_line(row))
         self.rows += 1
 
     def _next_part(self) -> None:
