@@ -169,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("list", help="the named data sets and whether they are present")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_data_list)
+    from tinylm.data.curate.cli import register as register_curate
+    register_curate(dsub)
 
     p = sub.add_parser("train", help="train a model (resumable)")
     from tinylm.train.session import add_train_arguments

@@ -130,6 +130,12 @@ def stale_reason(bin_path: Path, meta_path: Path, want: dict) -> str | None:
 def build(dataset, split, tokenizer, val_permille, bin_path: Path, meta_path: Path, want: dict):
     dtype = np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
     bin_path.parent.mkdir(parents=True, exist_ok=True)
+    if dataset.curated is not None:  # a dataset folder: tokenized part by part by the engine
+        from tinylm.data.curate.shards import pack_split
+
+        counts = pack_split(dataset.curated, split, tokenizer, val_permille, bin_path)
+        _write_meta(meta_path, want, tokenizer, dtype, counts["documents"], counts["tokens"])
+        return
     tmp = bin_path.with_name(f".{bin_path.name}.{os.getpid()}.tmp")
     documents = tokens = 0
     try:
@@ -150,6 +156,10 @@ def build(dataset, split, tokenizer, val_permille, bin_path: Path, meta_path: Pa
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _write_meta(meta_path, want, tokenizer, dtype, documents, tokens)
+
+
+def _write_meta(meta_path: Path, want: dict, tokenizer, dtype, documents: int, tokens: int):
     meta = {**want, "dtype": np.dtype(dtype).name, "documents": documents, "tokens": tokens,
             "eos_id": tokenizer.eos_id, "eos_between_documents": True,
             "vocab_size": tokenizer.vocab_size}

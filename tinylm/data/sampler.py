@@ -15,10 +15,13 @@ def train_batch(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int, 
                 micro: int = 0, rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of seq_len+1 tokens; returns this rank's (x, y), each (batch, seq_len).
     `tokens` may be a `mixture.MixedTokens` (several sources by weight)."""
+    from tinylm.data.curriculum import CurriculumTokens
     from tinylm.data.mixture import MixedTokens, mixture_batch
 
     if isinstance(tokens, MixedTokens):
         return mixture_batch(tokens, seq_len, global_batch, seed, step, micro, rank, world)
+    if isinstance(tokens, CurriculumTokens):  # the easy prefix this step may draw from
+        tokens = tokens.visible(step, seq_len)
     n = len(tokens)
     if n <= seq_len + 1:
         raise ValueError(f"only {n} tokens: too few for windows of {seq_len + 1}")

@@ -202,6 +202,7 @@ class ResolvedDataset:
     reader: Callable[[Path], Iterator[str]] | None
     hf_name: str | None = None
     split_note: str | None = None  # how a user's file without document marks was split
+    curated: Path | None = None    # a `tinylm data` dataset folder (data/curate/dataset.py)
 
     def documents(self) -> Iterator[str]:
         if self.hf_name is not None:
@@ -227,6 +228,8 @@ def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDa
         check_hub(name)
         return ResolvedDataset(name, [], None, hf_name=name[3:])
     as_path = Path(name)
+    if as_path.is_dir() and (as_path / "dataset.json").is_file():
+        return curated_dataset(as_path)
     if as_path.suffix in (".txt", ".jsonl", ".gz") and as_path.exists():
         if not as_path.is_file():
             raise TinyLMError(f"--data {as_path} is a folder; give a text file")
@@ -245,6 +248,18 @@ def resolve_dataset(name: str, data_dir: str | Path | None = None) -> ResolvedDa
         raise TinyLMError(f"data set {name!r}: file(s) not found: {', '.join(missing)} "
                           f"(data dir {folder})")
     return ResolvedDataset(name, files, source.reader)
+
+
+def curated_dataset(path: Path) -> ResolvedDataset:
+    """A dataset folder of `tinylm data ingest/filter/rank`: its rows' texts, in row order
+    (a ranked dataset's order is its curriculum). Named by its manifest hash, so the token
+    cache of one version is never taken for another's."""
+    from tinylm.data.curate.dataset import iter_part, open_dataset
+
+    dataset = open_dataset(path, verify=False)  # hashed by `fingerprint` for the cache
+    return ResolvedDataset(f"{dataset.name}-{dataset.manifest_sha256[:12]}", dataset.parts,
+                           lambda part: (row["text"] for row in iter_part(part)),
+                           curated=path.resolve())
 
 
 # A file without document marks is cut into about LINE_DOCS documents: by lines when it has at

@@ -130,6 +130,7 @@ class RunSpec:
     data: str
     data_dir: str | None = None
     preset: str | None = None
+    curriculum: bool = False        # follow a ranked dataset's order (data/curriculum.py)
 
 
 @dataclass
@@ -280,6 +281,10 @@ def _token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: bool):
                                                val_permille=config.val_permille, log=log).tokens
                                  for name, _ in sources]
         distributed.barrier()
+    if len(sources) == 1 and spec.curriculum:
+        from tinylm.data.curriculum import CurriculumTokens
+
+        return CurriculumTokens(packed["train"][0], config.steps), packed["val"][0]
     if len(sources) == 1:
         return packed["train"][0], packed["val"][0]
     names, weights = [n for n, _ in sources], np.array([w for _, w in sources])

@@ -41,6 +41,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML/JSON file of training settings")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    p.add_argument("--curriculum", action="store_true", help="with --data DATASET_DIR ranked "
+                   "by `tinylm data rank`: easy rows first (competence-based sampling)")
+    p.add_argument("--allow-contaminated", action="store_true", help="train on a dataset "
+                   "whose rows overlap benchmark test data (refused by default)")
     add_dataclass_flags(p, TrainConfig)
 
 
@@ -91,14 +95,19 @@ def run_training(args) -> Path:
         raise TinyLMError("a new run needs --preset and --data (or --resume --out RUN)")
     out = out or Path("runs") / f"{args.preset}-{Path(args.data).stem}"
     return new_run(args.preset, args.data, args.data_dir, out, flags, args.config,
-                   args.tokenizer, not args.no_progress)
+                   args.tokenizer, not args.no_progress,
+                   curriculum=getattr(args, "curriculum", False),
+                   allow_contaminated=getattr(args, "allow_contaminated", False))
 
 
 def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, config_file=None,
             tokenizer_path=None, progress=True, on_checkpoint=None,
-            model_overrides: dict | None = None) -> Path:
+            model_overrides: dict | None = None, curriculum: bool = False,
+            allow_contaminated: bool = False) -> Path:
     """Start a run in `out`; `model_overrides` changes fields of the preset's model config
-    (a recipe's [model] config, e.g. a longer context)."""
+    (a recipe's [model] config, e.g. a longer context). A dataset folder as `data` must pass
+    the contamination gate (`data/curate/training.py`) unless `allow_contaminated`;
+    `curriculum` follows a ranked dataset's order."""
     from tinylm.train import distributed
 
     out = Path(out)
@@ -113,6 +122,9 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
     if context and config.seq_len > context:
         raise TinyLMError(f"seq_len {config.seq_len} exceeds the model's context {context}")
     check_out_folder(out)
+    from tinylm.data.curate.training import check_training_data
+
+    data = check_training_data(data, data_dir, curriculum, allow_contaminated)
     preflight(config, data, data_dir, tokenizer_path)
     rank, _ = distributed.setup()
     created = not out.exists()
@@ -122,7 +134,7 @@ def new_run(preset_name: str, data: str, data_dir, out: Path, flags: dict, confi
             try:
                 if rank == 0:  # one process prepares the folder; the others wait, then read it
                     prepare_run_folder(preset, preset_name, data, data_dir, out, config,
-                                       tokenizer_path)
+                                       tokenizer_path, curriculum)
                 wrote = True
                 distributed.barrier()
                 return resume_run(out, {}, None, progress, on_checkpoint, fresh=True)
@@ -168,7 +180,8 @@ def preflight(config: TrainConfig, data: str, data_dir, tokenizer_path=None) -> 
 
 
 def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out: Path,
-                       config: TrainConfig, tokenizer_path=None) -> None:
+                       config: TrainConfig, tokenizer_path=None,
+                       curriculum: bool = False) -> None:
     from tinylm.train.checkpoint import list_checkpoints
 
     if (out / RUN_FILE).exists():
@@ -187,7 +200,7 @@ def prepare_run_folder(preset: dict, preset_name: str, data: str, data_dir, out:
     tokenizer = prepare_tokenizer(preset, data, data_dir, tokenizer_path, config.val_permille)
     model_config = {**preset["model"], "vocab_size": tokenizer.vocab_size}
     spec = RunSpec(preset["family"], model_config, data, str(data_dir) if data_dir else None,
-                   preset_name)
+                   preset_name, curriculum)
     build_model(spec.family, spec.model_config)  # validate the shape before writing anything
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save(out / "tokenizer.json")

@@ -265,25 +265,35 @@ class DatasetPartsWriter(_pipeline_step_base()):
 
 # ---------------------------------------------------------------------------- tokenizing
 
-def tokenize_parts(dataset: Dataset, tokenizer_path: str | Path, out_dir: Path,
-                   val_permille: int = 50, workers: int = 1, engine: str = "auto") -> dict:
+def tokenize_parts(dataset: Dataset, tokenizer, out_dir: Path, val_permille: int = 50,
+                   workers: int = 1, engine: str = "auto") -> dict:
     """Token shards of every part: out_dir/part-XXXXX.{train,val}.bin (+ .json counts), EOS
-    after each document, the split by `sources.in_validation` as `pack.py` does."""
+    after each document, the split by `sources.in_validation` as `pack.py` does. `tokenizer`
+    is a tokenizer.json path (needed by datatrove workers) or, in-process, a Tokenizer."""
     from tinylm.tokenizers import load_tokenizer
 
     engine = pick_engine(engine, workers)
-    tokenizer = load_tokenizer(tokenizer_path)  # refused here, before any worker starts
+    path = tokenizer if isinstance(tokenizer, (str, Path)) else None
+    if path is not None:
+        tokenizer = load_tokenizer(path)  # refused here, before any worker starts
+    elif engine == "datatrove":
+        raise TinyLMError("datatrove workers load the tokenizer from a file: give its path")
     out_dir.mkdir(parents=True, exist_ok=True)
     parts = [str(p) for p in dataset.parts]
-    shards = ShardWriterBlock(str(tokenizer_path), str(out_dir), val_permille)
     if engine == "inprocess":
         for index, part in enumerate(parts):
-            shards.write_part(index, (row["text"] for row in iter_part(Path(part))), tokenizer)
+            write_shard(out_dir, index, (row["text"] for row in iter_part(Path(part))),
+                        tokenizer, val_permille)
     else:
-        _run_datatrove([DatasetPartsReader(parts), shards], len(parts), workers, out_dir)
+        _run_datatrove([DatasetPartsReader(parts),
+                        ShardWriterBlock(str(path), str(out_dir), val_permille)],
+                       len(parts), workers, out_dir)
     totals = {"train": 0, "val": 0, "documents_train": 0, "documents_val": 0}
     for index in range(len(parts)):
-        counts = json.loads((out_dir / f"part-{index:05d}.json").read_text())
+        counts_file = out_dir / f"part-{index:05d}.json"
+        if not counts_file.exists():  # a part with no rows (datatrove never saw it)
+            continue
+        counts = json.loads(counts_file.read_text())
         for key in totals:
             totals[key] += counts[key]
     return {**totals, "parts": len(parts), "engine": engine, "workers": workers,
@@ -296,12 +306,41 @@ def shard_dtype(tokenizer):
     return np.uint16 if tokenizer.vocab_size <= 65536 else np.uint32
 
 
+SHARD_BATCH = 512  # documents per tokenizer call (it parallelises inside a batch)
+
+
+def write_shard(out_dir: Path, index: int, texts, tokenizer, val_permille: int) -> None:
+    """Part `index`'s documents as token ids with EOS after each, to its train or val shard."""
+    from itertools import chain
+
+    import numpy as np
+
+    from tinylm.data.sources import in_validation
+
+    dtype = shard_dtype(tokenizer)
+    counts = {"train": 0, "val": 0, "documents_train": 0, "documents_val": 0}
+    stem = Path(out_dir) / f"part-{index:05d}"
+    with open(f"{stem}.train.bin", "wb") as train, open(f"{stem}.val.bin", "wb") as val:
+        batch: list[str] = []
+        for text in chain(texts, [None]):  # None flushes the last batch
+            if text is not None:
+                batch.append(text)
+            if batch and (text is None or len(batch) == SHARD_BATCH):
+                for doc, ids in zip(batch, tokenizer.encode_batch(batch)):
+                    split = "val" if in_validation(doc, val_permille) else "train"
+                    flat = np.array([*ids, tokenizer.eos_id], dtype=dtype)
+                    (val if split == "val" else train).write(flat.tobytes())
+                    counts[split] += len(flat)
+                    counts[f"documents_{split}"] += 1
+                batch = []
+    Path(f"{stem}.json").write_text(json.dumps(counts))
+
+
 class ShardWriterBlock(_pipeline_step_base()):
-    """Tokenizes documents into per-part shard files (a datatrove block, or called directly)."""
+    """`write_shard` as a datatrove block: a task's documents arrive part by part."""
 
     name = "tinylm token shards"
     type = "Tokenizer"
-    BATCH = 512
 
     def __init__(self, tokenizer_path: str, out_dir: str, val_permille: int):
         super().__init__()
@@ -315,31 +354,8 @@ class ShardWriterBlock(_pipeline_step_base()):
 
         tokenizer = load_tokenizer(self.tokenizer_path)
         for part, docs in groupby(data, key=lambda doc: doc.metadata["part"]):
-            self.write_part(part, (doc.text for doc in docs), tokenizer)
+            write_shard(Path(self.out_dir), part, (doc.text for doc in docs), tokenizer,
+                        self.val_permille)
+            self.stat_update("parts")
         return
         yield  # a generator, as datatrove expects of a block
-
-    def write_part(self, index: int, texts, tokenizer) -> None:
-        from itertools import chain
-
-        import numpy as np
-
-        from tinylm.data.sources import in_validation
-
-        dtype = shard_dtype(tokenizer)
-        counts = {"train": 0, "val": 0, "documents_train": 0, "documents_val": 0}
-        stem = Path(self.out_dir) / f"part-{index:05d}"
-        with open(f"{stem}.train.bin", "wb") as train, open(f"{stem}.val.bin", "wb") as val:
-            batch: list[str] = []
-            for text in chain(texts, [None]):  # None flushes the last batch
-                if text is not None:
-                    batch.append(text)
-                if batch and (text is None or len(batch) == self.BATCH):
-                    for doc, ids in zip(batch, tokenizer.encode_batch(batch)):
-                        split = "val" if in_validation(doc, self.val_permille) else "train"
-                        flat = np.array([*ids, tokenizer.eos_id], dtype=dtype)
-                        (val if split == "val" else train).write(flat.tobytes())
-                        counts[split] += len(flat)
-                        counts[f"documents_{split}"] += 1
-                    batch = []
-        Path(f"{stem}.json").write_text(json.dumps(counts))

@@ -79,8 +79,10 @@ def rank_dataset(config: RankConfig, log=print):
         counts = Counter(row_score(row, "difficulty") for row in scored.iter_rows())  # pass 2
         edges = band_edges(counts, config.buckets)
         sizes = _route_to_bands(scored, edges, temp)  # pass 3
+        # the same part size as the input, so the ranked dataset splits into as many parts
+        per_part = max(1, -(-source.row_count() // max(1, len(source.parts))))
         writer = DatasetWriter(out, name=out.name, author=config.author or default_author(),
-                               force=config.force)
+                               rows_per_part=per_part, force=config.force)
         for band in range(len(edges)):
             for row in iter_part(temp / f"band-{band:03d}.jsonl"):
                 writer.write(row)
