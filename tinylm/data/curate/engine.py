@@ -134,15 +134,24 @@ def _run_datatrove(pipeline: list, tasks: int, workers: int, beside: Path) -> No
                                  dir=beside))
     try:
         with _stderr_to(logs / "stderr.log"):
-            # "spawn" keeps workers free of this process's torch threads and open files;
             # skip_completed=False: every run is a fresh job, never a resume of an old one
             LocalPipelineExecutor(pipeline, tasks=max(1, tasks),
                                   workers=min(workers, max(1, tasks)), logging_dir=str(logs),
-                                  skip_completed=False, start_method="spawn").run()
+                                  skip_completed=False, start_method=start_method()).run()
     except Exception as err:  # noqa: BLE001 - a worker's error arrives wrapped by multiprocess
         raise TinyLMError(f"datatrove run failed: {_root_cause(err)}") from None
     finally:
         shutil.rmtree(logs, ignore_errors=True)
+
+
+def start_method() -> str:
+    """How datatrove starts its workers. "fork" starts in milliseconds (spawn and forkserver
+    re-import everything: about 3 s a worker on a loaded 2-core box), but a fork of a process
+    whose torch has started its thread pools can hang in the child, so once torch is loaded
+    (a model scorer, the test suite) the workers are spawned."""
+    if sys.platform.startswith("linux") and "torch" not in sys.modules:
+        return "fork"
+    return "spawn"
 
 
 @contextlib.contextmanager

@@ -95,9 +95,9 @@ class ScoreStep(RowStep):
 
     def __call__(self, row: dict) -> dict:
         bpb = self.scorer.bits_per_byte(row["text"])
-        meta = {**row.get("meta", {}), self.key: round(bpb, 6)}
+        meta = {**row.get("meta", {}), self.key: score_key(bpb)}  # stored as compared
         if self.quality:
-            meta["quality"] = round(-bpb, 6)
+            meta["quality"] = score_key(-bpb)
         return {**row, "meta": meta}
 
 

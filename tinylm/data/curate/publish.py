@@ -4,8 +4,10 @@ A local registry is a folder:
 
     REGISTRY/
       index.json                {"format": "tinylm-dataset-registry", "datasets": [entry...]}
-      NAME/VERSION/             the dataset folder as reviewed (rows, dataset.json, manifest,
-                                checks, reviews) plus README.md, its dataset card
+      NAME/VERSION/README.md    the dataset card
+      NAME/VERSION/data/        the dataset folder as reviewed (rows, dataset.json, manifest,
+                                checks, reviews): `open_dataset` verifies it as it was; the
+                                card lies outside it, as it is not part of the reviewed bytes
 
 A published version is never replaced: publishing to an existing NAME/VERSION is refused, and
 so is publishing bytes the registry already holds under another version. The copy is made in
@@ -70,7 +72,7 @@ def publish(path: str | Path, to: str, version: str | None = None, dry_run: bool
         return str(target)
     _copy_verified(dataset, target, dataset_card(dataset, audit, reviews, version))
     add_to_index(registry, {"name": dataset.name, "version": version,
-                            "path": f"{dataset.name}/{version}",
+                            "path": f"{dataset.name}/{version}/data",
                             "manifest_sha256": dataset.manifest_sha256,
                             "rows": dataset.row_count(), "author": dataset.author,
                             "reviewers": [r["reviewer"] for r in reviews],
@@ -131,15 +133,15 @@ def _copy_verified(dataset: Dataset, target: Path, card: str) -> None:
     temp.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(temp, ignore_errors=True)
     try:
-        temp.mkdir()
+        (temp / "data").mkdir(parents=True)
         for name in COPIED:
             source = dataset.path / name
             if source.is_dir():
-                shutil.copytree(source, temp / name)
+                shutil.copytree(source, temp / "data" / name)
             elif source.is_file():
-                shutil.copy2(source, temp / name)
-        problem = manifest_difference(temp, dataset.manifest)
-        if problem:  # README.md is written after this check: the card is not data
+                shutil.copy2(source, temp / "data" / name)
+        problem = manifest_difference(temp / "data", dataset.manifest)
+        if problem:
             raise TinyLMError(f"the copy in {temp} does not match the reviewed manifest "
                               f"({problem}); nothing was published")
         write_text_atomic(temp / "README.md", card)
@@ -200,7 +202,7 @@ def publish_to_hub(dataset: Dataset, repo: str, version: str, card: str, dry_run
                    log) -> str:
     if not re.match(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", repo):
         raise TinyLMError(f"--to hf://{repo}: expected hf://ORG/NAME")
-    files = [p.relative_to(dataset.path).as_posix() for n in COPIED
+    files = ["data/" + p.relative_to(dataset.path).as_posix() for n in COPIED
              for p in ([dataset.path / n] if (dataset.path / n).is_file()
                        else sorted((dataset.path / n).rglob("*"))) if p.is_file()]
     if dry_run:
