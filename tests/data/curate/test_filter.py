@@ -5,7 +5,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tinylm.data.curate.filter import FilterConfig, filter_dataset, nearest_rank_percentile
+from tinylm.data.curate.filter import FilterConfig, filter_dataset
+from tinylm.data.curate.filter import nearest_rank_percentile as percentile
 from tinylm.data.curate.ingest import IngestConfig, ingest
 from tinylm.errors import TinyLMError
 
@@ -20,7 +21,7 @@ def test_percentile_is_numpy_inverted_cdf(seed):
     scores = np.random.default_rng(seed).integers(0, 6, size=37 + seed).astype(float)
     for percent in (0, 1, 25, 50, 74.9, 99, 100):
         want = np.percentile(scores, percent, method="inverted_cdf")
-        assert nearest_rank_percentile(Counter(scores.tolist()), percent) == want
+        assert percentile(Counter(scores.tolist()), percent) == want
 
 
 def test_fineweb_edu_top_75_percent(tmp_path, data_dir):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import run_cli
-from tinylm.data.curate.dataset import open_dataset, text_sha256
+from tinylm.data.curate.dataset import text_sha256
 from tinylm.data.curate.ingest import IngestConfig, ingest
 from tinylm.data.sources import resolve_dataset
 from tinylm.errors import TinyLMError

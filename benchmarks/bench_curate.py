@@ -1,0 +1,108 @@
+"""Rows per second of the curation steps at 1 and 2 workers, on the local corpora.
+
+    python benchmarks/bench_curate.py [--corpora c4,fineweb-edu,tinystories] [--repeat 1]
+                                      [--parts 8] [--keep-top 75]
+
+For each corpus: `ingest` (one streaming reader: a single input file does not split across
+workers), then `filter` (FineWeb-Edu by its `score` column; C4 and TinyStories carry no score,
+so by the zlib scorer: a scoring pass and a keeping pass), then `tokenize` into packed shards
+with the byte tokenizer; filter and tokenize once in this process (1 worker) and once as
+datatrove blocks on LocalPipelineExecutor with 2 workers. Prints rows in/out and rows/s of
+each, and checks that both runs wrote the same bytes. `--repeat K` ingests the corpus K times
+over (the local samples are small; datatrove's start-up is a fixed cost per run).
+
+The process must not import torch (datatrove then forks its workers; see `engine.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tinylm.data.curate.dataset import open_dataset
+from tinylm.data.curate.filter import FilterConfig, filter_dataset
+from tinylm.data.curate.ingest import IngestConfig, ingest
+from tinylm.data.curate.shards import write_shards
+from tinylm.tokenizers import ByteTokenizer
+
+SCORE = {"fineweb-edu": {"score_column": "score"}}  # the others: the zlib scorer
+
+
+def quiet(*_):
+    pass
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - start
+
+
+def bench_corpus(name: str, work: Path, args) -> list[str]:
+    lines = []
+    first, _ = timed(lambda: ingest(IngestConfig([name], str(work / "probe"),
+                                                 author="bench"), log=quiet))
+    rows = first.row_count() * args.repeat
+    per_part = max(1, -(-rows // args.parts))
+    source, seconds = timed(lambda: ingest(IngestConfig([name] * args.repeat,
+                                                        str(work / "raw"), author="bench",
+                                                        rows_per_part=per_part), log=quiet))
+    lines.append(f"{name:12s} ingest     1 worker : {rows:7d} rows  {rows / seconds:10,.0f} "
+                 f"rows/s  ({len(source.parts)} parts)")
+    outputs = {}
+    for workers in (1, 2):
+        settings = SCORE.get(name, {"scorer": "zlib"})
+        config = FilterConfig(str(source.path), str(work / f"filtered{workers}"),
+                              keep_top=args.keep_top, workers=workers, author="bench",
+                              **settings)
+        out, seconds = timed(lambda c=config: filter_dataset(c, log=quiet))
+        outputs[workers] = out
+        lines.append(f"{name:12s} filter     {workers} worker{'s' if workers > 1 else ' '}: "
+                     f"{rows:7d} -> {out.row_count():7d} rows  {rows / seconds:10,.0f} rows/s"
+                     f"  ({'zlib scorer' if 'scorer' in settings else 'score column'})")
+    same = _rows_files(outputs[1].path) == _rows_files(outputs[2].path)
+    tokenizer = work / "bytes.json"
+    ByteTokenizer().save(tokenizer)
+    kept = outputs[1].row_count()
+    shards = {}
+    for workers in (1, 2):
+        counts, seconds = timed(lambda w=workers: write_shards(
+            outputs[1].path, tokenizer, work / f"shards{w}", workers=w))
+        shards[workers] = work / f"shards{workers}"
+        lines.append(f"{name:12s} tokenize   {workers} worker{'s' if workers > 1 else ' '}: "
+                     f"{kept:7d} rows  {kept / seconds:10,.0f} rows/s  "
+                     f"({(counts['train'] + counts['val']) / seconds:,.0f} tokens/s)")
+    same_shards = all((shards[1] / p.name).read_bytes() == p.read_bytes()
+                      for p in shards[2].glob("*.bin"))
+    lines.append(f"{name:12s} 1 and 2 workers wrote the same rows: {same}, the same shards: "
+                 f"{same_shards}")
+    return lines
+
+
+def _rows_files(path: Path) -> dict:
+    files = open_dataset(path).manifest["files"]
+    return {k: v for k, v in files.items() if k.startswith("rows/")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", default="c4,fineweb-edu,tinystories")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--parts", type=int, default=8, help="parts per dataset (the unit "
+                                                             "of parallel work)")
+    parser.add_argument("--keep-top", type=float, default=75)
+    args = parser.parse_args()
+    if "torch" in sys.modules:
+        sys.exit("bench_curate must run without torch imported (datatrove forks workers)")
+    print(f"curation rows/s; repeat {args.repeat}, {args.parts} parts per dataset")
+    for name in args.corpora.split(","):
+        with tempfile.TemporaryDirectory() as folder:
+            for line in bench_corpus(name, Path(folder), args):
+                print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
