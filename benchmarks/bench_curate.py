@@ -6,9 +6,10 @@
 For each corpus: `ingest` (one streaming reader: a single input file does not split across
 workers), then `filter` (FineWeb-Edu by its `score` column; C4 and TinyStories carry no score,
 so by the zlib scorer: a scoring pass and a keeping pass), then `tokenize` into packed shards
-with the byte tokenizer; filter and tokenize once in this process (1 worker) and once as
-datatrove blocks on LocalPipelineExecutor with 2 workers. Prints rows in/out and rows/s of
-each, and checks that both runs wrote the same bytes. `--repeat K` ingests the corpus K times
+with the byte tokenizer; filter and tokenize in this process (1 worker), then as datatrove
+blocks on LocalPipelineExecutor with 1 and with 2 workers. Prints rows in/out and rows/s of
+each (the whole step: its serial passes, the manifest, the datatrove start-up), and checks that
+every run wrote the same bytes. `--repeat K` ingests the corpus K times
 over (the local samples are small; datatrove's start-up is a fixed cost per run).
 
 The process must not import torch (datatrove then forks its workers; see `engine.py`).
@@ -29,6 +30,8 @@ from tinylm.data.curate.shards import write_shards
 from tinylm.tokenizers import ByteTokenizer
 
 SCORE = {"fineweb-edu": {"score_column": "score"}}  # the others: the zlib scorer
+# (engine, workers): this process alone; datatrove with 1 worker (its fixed cost); with 2
+RUNS = (("inprocess", 1), ("datatrove", 1), ("datatrove", 2))
 
 
 def quiet(*_):
@@ -52,32 +55,32 @@ def bench_corpus(name: str, work: Path, args) -> list[str]:
                                                         rows_per_part=per_part), log=quiet))
     lines.append(f"{name:12s} ingest     1 worker : {rows:7d} rows  {rows / seconds:10,.0f} "
                  f"rows/s  ({len(source.parts)} parts)")
-    outputs = {}
-    for workers in (1, 2):
-        settings = SCORE.get(name, {"scorer": "zlib"})
-        config = FilterConfig(str(source.path), str(work / f"filtered{workers}"),
-                              keep_top=args.keep_top, workers=workers, author="bench",
-                              **settings)
+    outputs, shards = {}, {}
+    settings = SCORE.get(name, {"scorer": "zlib"})
+    for engine, workers in RUNS:
+        config = FilterConfig(str(source.path), str(work / f"filtered-{engine}{workers}"),
+                              keep_top=args.keep_top, workers=workers, engine=engine,
+                              author="bench", **settings)
         out, seconds = timed(lambda c=config: filter_dataset(c, log=quiet))
-        outputs[workers] = out
-        lines.append(f"{name:12s} filter     {workers} worker{'s' if workers > 1 else ' '}: "
-                     f"{rows:7d} -> {out.row_count():7d} rows  {rows / seconds:10,.0f} rows/s"
-                     f"  ({'zlib scorer' if 'scorer' in settings else 'score column'})")
-    same = _rows_files(outputs[1].path) == _rows_files(outputs[2].path)
+        outputs[engine, workers] = out
+        lines.append(f"{name:12s} filter    {engine:9s} {workers}: {rows:7d} -> "
+                     f"{out.row_count():7d} rows {rows / seconds:9,.0f} rows/s  "
+                     f"({'zlib scorer' if 'scorer' in settings else 'score column'})")
     tokenizer = work / "bytes.json"
     ByteTokenizer().save(tokenizer)
-    kept = outputs[1].row_count()
-    shards = {}
-    for workers in (1, 2):
-        counts, seconds = timed(lambda w=workers: write_shards(
-            outputs[1].path, tokenizer, work / f"shards{w}", workers=w))
-        shards[workers] = work / f"shards{workers}"
-        lines.append(f"{name:12s} tokenize   {workers} worker{'s' if workers > 1 else ' '}: "
-                     f"{kept:7d} rows  {kept / seconds:10,.0f} rows/s  "
+    kept = outputs[RUNS[0]]
+    for engine, workers in RUNS:
+        counts, seconds = timed(lambda e=engine, w=workers: write_shards(
+            kept.path, tokenizer, work / f"shards-{e}{w}", workers=w, engine=e))
+        shards[engine, workers] = work / f"shards-{engine}{workers}"
+        lines.append(f"{name:12s} tokenize  {engine:9s} {workers}: {kept.row_count():7d} rows"
+                     f"{'':11s}{kept.row_count() / seconds:9,.0f} rows/s  "
                      f"({(counts['train'] + counts['val']) / seconds:,.0f} tokens/s)")
-    same_shards = all((shards[1] / p.name).read_bytes() == p.read_bytes()
-                      for p in shards[2].glob("*.bin"))
-    lines.append(f"{name:12s} 1 and 2 workers wrote the same rows: {same}, the same shards: "
+    same = all(_rows_files(o.path) == _rows_files(kept.path) for o in outputs.values())
+    base = shards[RUNS[0]]
+    same_shards = all((base / p.name).read_bytes() == p.read_bytes()
+                      for folder in shards.values() for p in folder.glob("*.bin"))
+    lines.append(f"{name:12s} every run wrote the same rows: {same}, the same shards: "
                  f"{same_shards}")
     return lines
 

@@ -41,9 +41,13 @@ def test_bands_in_order_rows_kept(tmp_path, stories):
     assert len(ranked.parts) == len(open_dataset(stories).parts)  # the same part size
 
 
-def test_bad_buckets(tmp_path, stories):
+def test_bad_settings(tmp_path, stories):
     with pytest.raises(TinyLMError, match="--buckets must be"):
         rank_dataset(RankConfig(str(stories), str(tmp_path / "r"), buckets=0), log=quiet)
+    manifest = open_dataset(stories).manifest_sha256
+    with pytest.raises(TinyLMError, match="is the input dataset"):
+        rank_dataset(RankConfig(str(stories), str(stories), force=True), log=quiet)
+    assert open_dataset(stories).manifest_sha256 == manifest
 
 
 def test_competence_schedule():

@@ -179,6 +179,18 @@ def _root_cause(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
+def check_step_output(source: str | Path, out: str | Path, force: bool) -> Path:
+    """Before any work: the output is a new folder (or, with --force, a dataset of ours), and
+    never the input itself, which a step reads and must leave as it was reviewed."""
+    from tinylm.data.curate.dataset import check_dataset_output
+
+    out = Path(out)
+    if out.resolve() == Path(source).resolve():
+        raise TinyLMError(f"--out {out} is the input dataset; a step writes a new folder")
+    check_dataset_output(out, force)
+    return out
+
+
 def finish(writer: DatasetWriter, source: Dataset, entry: dict):
     """Carry the source's card and sources over, append `entry` to the history, close."""
     writer.info["card"] = dict(source.info.get("card", {}))

@@ -24,10 +24,9 @@ import os
 import shutil
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from tinylm.data.curate.dataset import DatasetWriter, open_dataset
-from tinylm.data.curate.engine import RowStep, finish, run_row_step
+from tinylm.data.curate.engine import RowStep, check_step_output, finish, run_row_step
 from tinylm.errors import TinyLMError
 
 
@@ -115,7 +114,7 @@ def filter_dataset(config: FilterConfig, log=print):
     from tinylm.data.curate.ingest import default_author
 
     source = open_dataset(config.dataset)
-    out = Path(config.out)
+    out = check_step_output(config.dataset, config.out, config.force)
     scored, column, settings = source, config.score_column, {}
     temp = None
     if config.scorer is not None:  # pass 0: the learned score, written into each row

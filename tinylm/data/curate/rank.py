@@ -23,9 +23,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinylm.data.curate import dataset as ds
 from tinylm.data.curate.dataset import DatasetWriter, iter_part, open_dataset, row_line
-from tinylm.data.curate.engine import finish, run_row_step
+from tinylm.data.curate.engine import check_step_output, finish, run_row_step
 from tinylm.data.curate.filter import ScoreStep, nearest_rank_percentile, row_score
 from tinylm.errors import TinyLMError
 
@@ -67,8 +66,7 @@ def rank_dataset(config: RankConfig, log=print):
 
     source = open_dataset(config.dataset)
     scorer = make_scorer(config.scorer)
-    out = Path(config.out)
-    ds.check_dataset_output(out, config.force)  # before any work
+    out = check_step_output(config.dataset, config.out, config.force)  # before any work
     temp = out.parent / f".{out.name}.{os.getpid()}.ranked.tmp"
     temp.mkdir()
     try:
