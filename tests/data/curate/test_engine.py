@@ -2,10 +2,11 @@
 token shards joined in part order are the bytes pack.py writes for the same documents."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 
-from tests.conftest import run_cli
 from tinylm.data.curate.dataset import open_dataset
 from tinylm.data.curate.engine import tokenize_parts
 from tinylm.data.pack import load_or_build, split_documents
@@ -27,8 +28,17 @@ def test_one_and_two_workers_same_data(tmp_path, stories):
 
     one = filter_dataset(FilterConfig(str(stories), str(tmp_path / "w1"), score_column="score",
                                       keep_top=60, author="bob"), log=lambda *_: None)
-    run_cli("data", "filter", str(stories), "--out", str(tmp_path / "w2"), "--score-column",
-            "score", "--keep-top", "60", "--workers", "2", "--author", "bob")
+    ByteTokenizer().save(tmp_path / "tok.json")
+    write_shards(one.path, tmp_path / "tok.json", tmp_path / "shards1", val_permille=200)
+    commands = [["data", "filter", str(stories), "--out", str(tmp_path / "w2"),
+                 "--score-column", "score", "--keep-top", "60", "--workers", "2",
+                 "--author", "bob"],
+                ["data", "tokenize", str(one.path), "--tokenizer", str(tmp_path / "tok.json"),
+                 "--out", str(tmp_path / "shards2"), "--workers", "2", "--val-permille", "200"]]
+    script = (f"import sys; from tinylm.cli import main; "
+              f"sys.exit(max(main(c) for c in {commands!r}))")  # two commands, one start-up
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                   timeout=600)
     two = open_dataset(tmp_path / "w2")
     assert rows_files(one.path) == rows_files(two.path)
     assert len(rows_files(one.path)) == 5  # part i -> part i
@@ -36,10 +46,6 @@ def test_one_and_two_workers_same_data(tmp_path, stories):
     assert (steps[0]["engine"], steps[1]["engine"]) == ("inprocess", "datatrove")
     assert steps[0]["rows_out"] == steps[1]["rows_out"] == one.row_count() < 40
 
-    ByteTokenizer().save(tmp_path / "tok.json")
-    write_shards(one.path, tmp_path / "tok.json", tmp_path / "shards1", val_permille=200)
-    run_cli("data", "tokenize", str(one.path), "--tokenizer", str(tmp_path / "tok.json"),
-            "--out", str(tmp_path / "shards2"), "--workers", "2", "--val-permille", "200")
     first, second = tmp_path / "shards1", tmp_path / "shards2"
     bins = sorted(p.name for p in first.glob("*.bin"))
     assert bins == sorted(p.name for p in second.glob("*.bin")) and len(bins) == 10

@@ -92,22 +92,27 @@ def test_files_changed_after_review(tmp_path, stories):
     assert not (tmp_path / "reg").exists()
 
 
-def test_cli_publish_and_registry_rules(tmp_path, stories):
+def test_cli_publish_and_registry_rules(tmp_path, stories, capsys, monkeypatch):
+    """The real command for a refusal and the success; the rest through main() here."""
+    from tinylm.cli import main
+
     passing_audit(open_dataset(stories))
     proc = run_cli("data", "review", str(stories), "--reviewer", "ana", check=False)
     assert proc.returncode == 2 and "two-person rule" in proc.stderr
-    assert proc.stderr.count("\n") == 1
-    run_cli("data", "review", str(stories), "--reviewer", "bob")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert main(["data", "review", str(stories), "--reviewer", "bob"]) == 0
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    proc = run_cli("data", "publish", str(stories), "--to", str(foreign), check=False)
-    assert proc.returncode == 2 and "not a tinylm registry" in proc.stderr
+    assert main(["data", "publish", str(stories), "--to", str(foreign)]) == 2
+    assert "not a tinylm registry" in capsys.readouterr().err
+    assert main(["data", "publish", str(stories), "--to", "hf://lab/stories",
+                 "--dry-run"]) == 0
+    dry = capsys.readouterr().out
+    assert "dry run" in dry and "data/rows/part-00000.jsonl" in dry
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["data", "publish", str(stories), "--to", "hf://lab/stories"]) == 2
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
     out = run_cli("data", "publish", str(stories), "--to", str(tmp_path / "reg")).stdout
     assert "published stories version v1" in out and "reviewed by bob" in out
-    dry = run_cli("data", "publish", str(stories), "--to", "hf://lab/stories",
-                  "--dry-run").stdout
-    assert "dry run" in dry and "data/rows/part-00000.jsonl" in dry
-    proc = run_cli("data", "publish", str(stories), "--to", "hf://lab/stories", check=False,
-                   env={"HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2 and "HF_HUB_OFFLINE" in proc.stderr
+    assert (foreign / "notes.txt").read_text() == "mine"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
 from tinylm.data.curate.dataset import open_dataset, write_check
 from tinylm.data.curate.rank import RankConfig, rank_dataset
 from tinylm.data.curate.training import check_training_data
@@ -51,20 +50,23 @@ def test_a_check_of_other_bytes_does_not_count(tmp_path, stories, monkeypatch):
 
 
 @pytest.mark.slow
-def test_contaminated_refused_curated_trains(tmp_path, stories):
+def test_contaminated_refused_curated_trains(tmp_path, stories, capsys):
+    """Through the CLI's main() in this process (torch is loaded here already)."""
+    from tinylm.cli import main
+
     ranked = rank_dataset(RankConfig(str(stories), str(tmp_path / "ranked"), buckets=4),
                           log=lambda *_: None)
     write_check(ranked, "contamination", {"hits": 1, "by_benchmark": {"wikitext-2": 1}})
     run = tmp_path / "run"
-    args = ("train", "--preset", "debug", "--data", str(ranked.path), "--steps", "4",
+    args = ["train", "--preset", "debug", "--data", str(ranked.path), "--steps", "4",
             "--out", str(run), "--no-progress", "--val-permille", "200", "--curriculum",
-            "--eval-every", "0", "--seq-len", "32", "--batch-size", "4")
-    proc = run_cli(*args, check=False)
-    assert proc.returncode == 2 and "overlap benchmark test data" in proc.stderr
-    assert proc.stderr.count("\n") == 1 and not run.exists()
+            "--eval-every", "0", "--seq-len", "32", "--batch-size", "4"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "overlap benchmark test data" in err and err.count("\n") == 1 and not run.exists()
 
     write_check(ranked, "contamination", {"hits": 0, "by_benchmark": {}})
-    run_cli(*args)
+    assert main(args) == 0
     spec = json.loads((run / "run.json").read_text())["spec"]
     assert spec["curriculum"] is True and spec["data"] == str(ranked.path.resolve())
     assert (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir())
