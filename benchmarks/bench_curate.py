@@ -4,13 +4,15 @@
                                       [--parts 8] [--keep-top 75]
 
 For each corpus: `ingest` (one streaming reader: a single input file does not split across
-workers), then `filter` (FineWeb-Edu by its `score` column; C4 and TinyStories carry no score,
-so by the zlib scorer: a scoring pass and a keeping pass), then `tokenize` into packed shards
-with the byte tokenizer; filter and tokenize in this process (1 worker), then as datatrove
-blocks on LocalPipelineExecutor with 1 and with 2 workers. Prints rows in/out and rows/s of
-each (the whole step: its serial passes, the manifest, the datatrove start-up), and checks that
-every run wrote the same bytes. `--repeat K` ingests the corpus K times
-over (the local samples are small; datatrove's start-up is a fixed cost per run).
+workers); `rank` (zlib difficulty per row: a scoring pass through the engine, then the serial
+band passes); `filter` of the ranked rows, top `--keep-top` percent (FineWeb-Edu by its
+`score` column; C4 and TinyStories carry no score, so by `difficulty`, dropping the most
+compressible rows); `tokenize` into packed shards with the byte tokenizer. Each of rank,
+filter and tokenize runs in this process (1 worker), then as datatrove blocks on
+LocalPipelineExecutor with 1 and with 2 workers. Prints rows in/out and rows/s of each (the
+whole step: its serial passes, the manifest, datatrove's start-up), and checks that every run
+wrote the same bytes. `--repeat K` ingests the corpus K times over (the local samples are
+small; datatrove's start-up is a fixed cost per run).
 
 The process must not import torch (datatrove then forks its workers; see `engine.py`).
 """
@@ -26,10 +28,11 @@ from pathlib import Path
 from tinylm.data.curate.dataset import open_dataset
 from tinylm.data.curate.filter import FilterConfig, filter_dataset
 from tinylm.data.curate.ingest import IngestConfig, ingest
+from tinylm.data.curate.rank import RankConfig, rank_dataset
 from tinylm.data.curate.shards import write_shards
 from tinylm.tokenizers import ByteTokenizer
 
-SCORE = {"fineweb-edu": {"score_column": "score"}}  # the others: the zlib scorer
+SCORE = {"fineweb-edu": "score"}  # the others carry no score: their rank's difficulty
 # (engine, workers): this process alone; datatrove with 1 worker (its fixed cost); with 2
 RUNS = (("inprocess", 1), ("datatrove", 1), ("datatrove", 2))
 
@@ -46,29 +49,36 @@ def timed(fn):
 
 def bench_corpus(name: str, work: Path, args) -> list[str]:
     lines = []
-    first, _ = timed(lambda: ingest(IngestConfig([name], str(work / "probe"),
-                                                 author="bench"), log=quiet))
+    first = ingest(IngestConfig([name], str(work / "probe"), author="bench"), log=quiet)
     rows = first.row_count() * args.repeat
     per_part = max(1, -(-rows // args.parts))
     source, seconds = timed(lambda: ingest(IngestConfig([name] * args.repeat,
                                                         str(work / "raw"), author="bench",
                                                         rows_per_part=per_part), log=quiet))
-    lines.append(f"{name:12s} ingest     1 worker : {rows:7d} rows  {rows / seconds:10,.0f} "
-                 f"rows/s  ({len(source.parts)} parts)")
-    outputs, shards = {}, {}
-    settings = SCORE.get(name, {"scorer": "zlib"})
+    lines.append(f"{name:12s} ingest    inprocess 1: {rows:7d} rows{'':11s}"
+                 f"{rows / seconds:9,.0f} rows/s  ({len(source.parts)} parts)")
+    ranked = {}
     for engine, workers in RUNS:
-        config = FilterConfig(str(source.path), str(work / f"filtered-{engine}{workers}"),
-                              keep_top=args.keep_top, workers=workers, engine=engine,
-                              author="bench", **settings)
-        out, seconds = timed(lambda c=config: filter_dataset(c, log=quiet))
-        outputs[engine, workers] = out
+        config = RankConfig(str(source.path), str(work / f"ranked-{engine}{workers}"),
+                            workers=workers, engine=engine, author="bench")
+        ranked[engine, workers], seconds = timed(lambda c=config: rank_dataset(c, log=quiet))
+        lines.append(f"{name:12s} rank      {engine:9s} {workers}: {rows:7d} rows{'':11s}"
+                     f"{rows / seconds:9,.0f} rows/s  (zlib difficulty)")
+    scored = ranked[RUNS[0]]
+    column = SCORE.get(name, "difficulty")
+    filtered = {}
+    for engine, workers in RUNS:
+        config = FilterConfig(str(scored.path), str(work / f"filtered-{engine}{workers}"),
+                              score_column=column, keep_top=args.keep_top, workers=workers,
+                              engine=engine, author="bench")
+        filtered[engine, workers], seconds = timed(lambda c=config: filter_dataset(c,
+                                                                                   log=quiet))
         lines.append(f"{name:12s} filter    {engine:9s} {workers}: {rows:7d} -> "
-                     f"{out.row_count():7d} rows {rows / seconds:9,.0f} rows/s  "
-                     f"({'zlib scorer' if 'scorer' in settings else 'score column'})")
+                     f"{filtered[engine, workers].row_count():7d} rows {rows / seconds:9,.0f} "
+                     f"rows/s  (top {args.keep_top:g}% by {column})")
     tokenizer = work / "bytes.json"
     ByteTokenizer().save(tokenizer)
-    kept = outputs[RUNS[0]]
+    kept, shards = filtered[RUNS[0]], {}
     for engine, workers in RUNS:
         counts, seconds = timed(lambda e=engine, w=workers: write_shards(
             kept.path, tokenizer, work / f"shards-{e}{w}", workers=w, engine=e))
@@ -76,7 +86,8 @@ def bench_corpus(name: str, work: Path, args) -> list[str]:
         lines.append(f"{name:12s} tokenize  {engine:9s} {workers}: {kept.row_count():7d} rows"
                      f"{'':11s}{kept.row_count() / seconds:9,.0f} rows/s  "
                      f"({(counts['train'] + counts['val']) / seconds:,.0f} tokens/s)")
-    same = all(_rows_files(o.path) == _rows_files(kept.path) for o in outputs.values())
+    same = all(_rows_files(o.path) == _rows_files(kept.path) for o in filtered.values()) and \
+        all(_rows_files(o.path) == _rows_files(scored.path) for o in ranked.values())
     base = shards[RUNS[0]]
     same_shards = all((base / p.name).read_bytes() == p.read_bytes()
                       for folder in shards.values() for p in folder.glob("*.bin"))

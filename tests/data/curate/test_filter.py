@@ -83,6 +83,7 @@ def test_learned_scorer_keeps_the_lowest_loss(tmp_path, stories):
     ({"score_column": "score", "keep_top": 0}, "--keep-top must be a percent"),
     ({"score_column": "nope", "keep_top": 50}, "score column 'nope' is missing"),
     ({"scorer": "not-a-checkpoint", "keep_top": 50}, "not a tinylm checkpoint"),
+    ({"scorer": "zlib", "keep_top": 50}, "zlib is a difficulty proxy"),
 ])
 def test_bad_settings(tmp_path, stories, settings, message):
     with pytest.raises(TinyLMError, match=message):

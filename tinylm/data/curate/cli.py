@@ -96,9 +96,10 @@ def register(dsub) -> None:
                                        "learned score, or rows above a bar")
     d.add_argument("dataset")
     d.add_argument("--out", required=True)
-    d.add_argument("--score-column", help="a numeric meta column (FineWeb-Edu: score)")
-    d.add_argument("--scorer", help="learned score: zlib or a tinylm checkpoint (its bits per "
-                                    "byte; lower is better)")
+    d.add_argument("--score-column", help="a numeric meta column (FineWeb-Edu: score; a "
+                                          "ranked dataset: difficulty)")
+    d.add_argument("--scorer", help="learned score: a tinylm checkpoint (its bits per byte; "
+                                    "lower is better)")
     d.add_argument("--keep-top", type=float, help="percent of rows to keep (ties at the "
                                                   "threshold are kept)")
     d.add_argument("--min-score", type=float, help="keep rows with score >= X")

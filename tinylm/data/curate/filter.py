@@ -1,9 +1,10 @@
 """`tinylm data filter`: keep the rows whose score is in the top q percent, or above a bar.
 
 The score is a column of the rows' `meta` (`--score-column`, e.g. FineWeb-Edu's annotated
-`score`, 2-5 on the 150 local documents) or a learned one (`--scorer CKPT`: a tinylm
-checkpoint's bits per byte of each row, `scorers.py`; the row's score is then its negated bits
-per byte, `meta.quality`, so that higher is better either way).
+`score`, 2-5 on the 150 local documents, or the `difficulty` that `tinylm data rank` writes) or
+a learned one (`--scorer CKPT`: a tinylm checkpoint's bits per byte of each row, `scorers.py`,
+the learned scorer built here; the row's score is then its negated bits per byte,
+`meta.quality`, so that higher is better either way).
 
 Two streaming passes. The first reads the scores alone and counts each distinct value; the
 second keeps rows through the engine (`engine.py`: in-process or datatrove workers). Memory is
@@ -35,7 +36,7 @@ class FilterConfig:
     dataset: str
     out: str
     score_column: str | None = None
-    scorer: str | None = None        # "zlib" or a checkpoint folder: a learned score
+    scorer: str | None = None        # a tinylm checkpoint folder: the learned score
     keep_top: float | None = None    # percent of rows to keep, by score, (0, 100]
     min_score: float | None = None
     workers: int = 1
@@ -46,13 +47,17 @@ class FilterConfig:
     def __post_init__(self):
         if (self.score_column is None) == (self.scorer is None):
             raise TinyLMError("filter needs exactly one of --score-column NAME or --scorer "
-                              "(zlib | CHECKPOINT)")
+                              "CHECKPOINT")
         if (self.keep_top is None) == (self.min_score is None):
             raise TinyLMError("filter needs exactly one of --keep-top PERCENT or --min-score X")
         if self.keep_top is not None and not (0 < self.keep_top <= 100):
             raise TinyLMError(f"--keep-top must be a percent in (0, 100], got {self.keep_top}")
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise TinyLMError(f"--min-score must be a finite number, got {self.min_score}")
+        if self.scorer == "zlib":  # compressible is not better: it keeps boilerplate
+            raise TinyLMError("filter's --scorer is a tinylm checkpoint (a learned score); "
+                              "zlib is a difficulty proxy: `tinylm data rank`, then filter "
+                              "with --score-column difficulty")
 
 
 def score_key(value: float) -> float:
