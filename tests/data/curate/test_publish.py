@@ -6,12 +6,11 @@ import pytest
 import yaml
 
 from tests.conftest import run_cli
+from tests.data.curate.conftest import passing_audit
 from tinylm.data.curate.dataset import build_manifest, open_dataset, write_check
 from tinylm.data.curate.publish import publish
 from tinylm.data.curate.review import review
 from tinylm.errors import TinyLMError
-
-from .conftest import passing_audit
 
 
 def quiet(*_):
