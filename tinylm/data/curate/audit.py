@@ -20,6 +20,7 @@ to the manifest hash, so any change to the data voids them.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -203,8 +204,11 @@ def summarize(dataset, scan, found: Findings, duplicates, config: AuditConfig, a
         "contaminated_rows_by_benchmark": by_benchmark,
         "pii_rows": len(pii_ids),
         "pii_row_rate": len(pii_ids) / rows,
-        "pii_rows_by_kind": {k: e["rows"] for k, e in sorted(found.pii.items())},
+        "pii_rows_by_kind": {k: e["rows"] for k, e in sorted(found.pii.items())
+                             if not is_secret({"kind": k})},
         "secret_rows": len(secret_ids),
+        "secret_rows_by_kind": {k: e["rows"] for k, e in sorted(found.pii.items())
+                                if is_secret({"kind": k})},
         "relabelled_rows": len(found.relabelled),
         "profile_mismatch_rows": len(found.profile_flags),
         "profile_mismatch_rate": len(found.profile_flags) / rows,
@@ -218,7 +222,9 @@ def summarize(dataset, scan, found: Findings, duplicates, config: AuditConfig, a
         "clones": {name: hits[:config.max_listed] for name, hits in scan.clones.items()},
         "private": {name: hits[:config.max_listed] for name, hits in
                     scan.private_rows.items()},
-        "contamination": {"rows": sorted(found.contaminated)[:config.max_listed],
+        "contamination": {"by_row": {r: sorted({h["benchmark"] for h in hits}) for r, hits in
+                                     itertools.islice(sorted(found.contaminated.items()),
+                                                      config.max_listed)},
                           "examples": _contamination_examples(found, config.examples)},
         "pii": {k: e for k, e in sorted(found.pii.items()) if not is_secret({"kind": k})},
         "secrets": {k: e for k, e in sorted(found.pii.items()) if is_secret({"kind": k})},

@@ -63,13 +63,18 @@ class DedupConfig:
 _PERMUTATIONS: dict[tuple, tuple] = {}
 
 
-def signature(text: str, config: DedupConfig, normalised: str | None = None) -> np.ndarray:
-    """The MinHash hash values of the row's shingles (uint64, num_perm of them)."""
+def _permutations(config: DedupConfig) -> tuple:
+    """datasketch's permutations and hashing scheme for (num_perm, seed), made once."""
     key = (config.num_perm, config.seed)
     if key not in _PERMUTATIONS:
         template = MinHash(config.num_perm, config.seed)
         _PERMUTATIONS[key] = (template.permutations, template.scheme)
-    permutations, scheme = _PERMUTATIONS[key]
+    return _PERMUTATIONS[key]
+
+
+def signature(text: str, config: DedupConfig, normalised: str | None = None) -> np.ndarray:
+    """The MinHash hash values of the row's shingles (uint64, num_perm of them)."""
+    permutations, scheme = _permutations(config)
     minhash = MinHash(config.num_perm, config.seed, permutations=permutations, scheme=scheme)
     minhash.update_batch(shingles(text, config.shingle_words, normalised))
     return minhash.hashvalues
@@ -105,7 +110,7 @@ class NearDupIndex:
         return best
 
     def _lean(self, sig: np.ndarray) -> LeanMinHash:
-        scheme = _PERMUTATIONS[(self.config.num_perm, self.config.seed)][1]
+        scheme = _permutations(self.config)[1]
         return LeanMinHash(seed=self.config.seed, hashvalues=sig, scheme=scheme)
 
     def add(self, row_id: str, key: bytes, sig: np.ndarray) -> None:
