@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tinylm.errors import TinyLMError
 
-
 # --------------------------------------------------------------------------- info
 
 def cmd_info(args) -> None:
@@ -169,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("list", help="the named data sets and whether they are present")
     d.add_argument("--data-dir")
     d.set_defaults(func=cmd_data_list)
+    from tinylm.data.curate.audit_cli import register as register_audit
+    register_audit(dsub)
 
     p = sub.add_parser("train", help="train a model (resumable)")
     from tinylm.train.session import add_train_arguments

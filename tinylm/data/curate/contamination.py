@@ -80,7 +80,7 @@ class BenchmarkIndex:
 
     @classmethod
     def build(cls, data_dir: Path, config: ContaminationConfig) -> BenchmarkIndex:
-        items, keys, item_of = [], [], []
+        items, keys, item_of, short_keys, short_items = [], [], [], [], []
         for benchmark, text in benchmark_items(Path(data_dir)):
             words = lm_eval_words(text)
             if len(words) >= config.ngram:
@@ -89,9 +89,15 @@ class BenchmarkIndex:
                 hashes = [_python_ngram_hash(words)]
             else:
                 continue
-            keys.append(np.asarray(hashes, dtype=np.uint64))
-            item_of.append(np.full(len(hashes), len(items), dtype=np.int32))
+            if isinstance(hashes, list):
+                short_keys.extend(hashes)
+                short_items.extend([len(items)] * len(hashes))
+            else:
+                keys.append(hashes)
+                item_of.append(np.full(len(hashes), len(items), dtype=np.int32))
             items.append((benchmark, text))
+        keys.append(np.array(short_keys, dtype=np.uint64))
+        item_of.append(np.array(short_items, dtype=np.int32))
         keys, item_of = np.concatenate(keys), np.concatenate(item_of)
         order = np.argsort(keys, kind="stable")
         return cls(items, keys[order], item_of[order], config)

@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from tinylm.data.curate.dataset import Dataset, DatasetWriter, open_dataset, write_check
 from tinylm.data.curate.parallel import map_parts
@@ -67,6 +66,8 @@ def _permutations(config: DedupConfig) -> tuple:
     """datasketch's permutations and hashing scheme for (num_perm, seed), made once."""
     key = (config.num_perm, config.seed)
     if key not in _PERMUTATIONS:
+        from datasketch import MinHash
+
         template = MinHash(config.num_perm, config.seed)
         _PERMUTATIONS[key] = (template.permutations, template.scheme)
     return _PERMUTATIONS[key]
@@ -74,6 +75,8 @@ def _permutations(config: DedupConfig) -> tuple:
 
 def signature(text: str, config: DedupConfig, normalised: str | None = None) -> np.ndarray:
     """The MinHash hash values of the row's shingles (uint64, num_perm of them)."""
+    from datasketch import MinHash
+
     permutations, scheme = _permutations(config)
     minhash = MinHash(config.num_perm, config.seed, permutations=permutations, scheme=scheme)
     minhash.update_batch(shingles(text, config.shingle_words, normalised))
@@ -91,6 +94,8 @@ class NearDupIndex:
     """Exact keys and MinHash LSH over representatives; `match` says what a row duplicates."""
 
     def __init__(self, config: DedupConfig):
+        from datasketch import MinHashLSH
+
         self.config = config
         self.exact: dict[bytes, str] = {}
         self.signatures: dict[str, np.ndarray] = {}
@@ -109,7 +114,9 @@ class NearDupIndex:
                 best = ("near", other, jaccard)
         return best
 
-    def _lean(self, sig: np.ndarray) -> LeanMinHash:
+    def _lean(self, sig: np.ndarray):
+        from datasketch import LeanMinHash
+
         scheme = _permutations(self.config)[1]
         return LeanMinHash(seed=self.config.seed, hashvalues=sig, scheme=scheme)
 

@@ -62,56 +62,48 @@ def redact(value: str, keep: int = 4) -> str:
     return f"{shown}[REDACTED {len(value)} chars]"
 
 
-def _excerpt(line: str, value: str, replacement: str, width: int = 40) -> str:
-    at = line.find(value)
-    if at < 0:
-        return replacement
-    start, end = max(0, at - width), min(len(line), at + len(value) + width)
-    return (line[start:at] + replacement + line[at + len(value):end]).strip()
-
-
 def _phone_digits_ok(match: str) -> bool:
     digits = sum(c.isdigit() for c in match)
     return 10 <= digits <= 15 if match.startswith("+") else digits in (10, 11)
 
 
-def scan_text(text: str) -> list[dict]:
-    """Every secret and PII finding in `text`: {"kind", "excerpt", "line"}."""
-    findings = []
+def _line_findings(line: str) -> list[tuple[str, str, str]]:
+    """(kind, value, its redacted form) of everything sensitive on one line."""
+    found = []
+    for m in EMAIL.finditer(line):
+        local, _, domain = m.group().partition("@")
+        found.append(("email", m.group(), f"{local[:1]}***@{domain}"))
+    for pattern in (PHONE_NANP, PHONE_INTL):
+        for m in pattern.finditer(line):
+            if _phone_digits_ok(m.group()):
+                found.append(("phone", m.group(), "[PHONE ..." + m.group()[-2:] + "]"))
+    if _MAY_HOLD_SECRET.search(line):
+        for plugin in secret_plugins():
+            for secret in plugin.analyze_line(filename="row", line=line, line_number=0):
+                value = secret.secret_value or ""
+                found.append((f"secret: {secret.type}", value, redact(value)))
+    return found
+
+
+def scan_text(text: str, width: int = 40) -> list[dict]:
+    """Every secret and PII finding in `text`: {"kind", "line", "excerpt"}. The excerpt is
+    cut from the line with *every* finding on it redacted, not only its own."""
+    findings, seen = [], set()
     for n, line in enumerate(text.split("\n"), 1):
-        for m in EMAIL.finditer(line):
-            local, _, domain = m.group().partition("@")
-            findings.append({"kind": "email", "line": n,
-                             "excerpt": _excerpt(line, m.group(), f"{local[:1]}***@{domain}")})
-        for pattern in (PHONE_NANP, PHONE_INTL):
-            for m in pattern.finditer(line):
-                if _phone_digits_ok(m.group()):
-                    findings.append({"kind": "phone", "line": n, "excerpt": _excerpt(
-                        line, m.group(), "[PHONE ..." + m.group()[-2:] + "]")})
-        if _MAY_HOLD_SECRET.search(line):
-            findings.extend(_secrets_in_line(line, n))
-    return _dedupe(findings)
-
-
-def _secrets_in_line(line: str, n: int) -> list[dict]:
-    out = []
-    for plugin in secret_plugins():
-        for secret in plugin.analyze_line(filename="row", line=line, line_number=n):
-            value = secret.secret_value or ""
-            out.append({"kind": f"secret: {secret.type}", "line": n,
-                        "excerpt": _excerpt(line, value, redact(value))})
-    return out
-
-
-def _dedupe(findings: list[dict]) -> list[dict]:
-    """One finding per (kind, excerpt): NANP and international patterns may both match."""
-    seen, out = set(), []
-    for f in findings:
-        key = (f["kind"], f["line"], f["excerpt"])
-        if key not in seen:
-            seen.add(key)
-            out.append(f)
-    return out
+        found = _line_findings(line)
+        if not found:
+            continue
+        redacted = line
+        for _, value, replacement in sorted(found, key=lambda f: -len(f[1])):
+            if value:
+                redacted = redacted.replace(value, replacement)
+        for kind, _, replacement in found:
+            at = max(0, redacted.find(replacement))
+            excerpt = redacted[max(0, at - width):at + len(replacement) + width].strip()
+            if (kind, n, excerpt) not in seen:  # NANP and international may both match
+                seen.add((kind, n, excerpt))
+                findings.append({"kind": kind, "line": n, "excerpt": excerpt})
+    return findings
 
 
 def is_secret(finding: dict) -> bool:

@@ -73,9 +73,9 @@ def render(dataset: Dataset, payload: dict) -> str:
             f"</head><body>")
     manifest = (f"<p>manifest sha256 <code id='manifest'>{esc(dataset.manifest_sha256)}"
                 f"</code>; author {esc(dataset.author)}; written by tinylm.</p>")
+    css = "pass" if payload["passed"] else "fail"
     parts = [head, f"<h1>Audit of dataset <code>{esc(dataset.name)}</code></h1>", manifest,
-             f"<p id='verdict' class='verdict {'pass' if payload['passed'] else 'fail'}'>"
-             f"{verdict}</p>"]
+             f"<p id='verdict' class='verdict {css}'>{verdict}</p>"]
     if payload["failures"]:
         parts.append("<ul id='failures'>" + "".join(f"<li>{esc(f)}</li>"
                                                     for f in payload["failures"]) + "</ul>")

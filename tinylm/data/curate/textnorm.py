@@ -93,13 +93,15 @@ def word_id(word: str) -> int:
 
 _NUMPY_FROM = 48
 _MASK = (1 << 64) - 1
+_BASE_INT = int(_BASE)
 
 
 def _python_ngram_hash(words: list[str]) -> int:
     """`ngram_hashes` of one n-gram in Python ints (Horner's rule, mod 2^64): same value."""
-    value = 0
+    value, base, ids = 0, _BASE_INT, _WORD_IDS
     for w in words:
-        value = (value * int(_BASE) + word_id(w)) & _MASK
+        wid = ids.get(w)
+        value = (value * base + (wid if wid is not None else word_id(w))) & _MASK
     return (value + len(words)) & _MASK
 
 
