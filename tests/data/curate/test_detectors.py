@@ -9,8 +9,12 @@ import sys
 import pytest
 
 from tinylm.data.curate.dataset import DatasetWriter, make_row, open_dataset, read_check
-from tinylm.data.curate.textnorm import dedup_key, lm_eval_words, ngram_hashes, \
-    _python_ngram_hash
+from tinylm.data.curate.textnorm import (
+    _python_ngram_hash,
+    dedup_key,
+    lm_eval_words,
+    ngram_hashes,
+)
 
 STORY = ("Once upon a time there was a little dog named Max who loved to run in the big green "
          "park near his house every single morning with his best friend Sam and they "
@@ -25,9 +29,14 @@ def write_dataset(path, rows, name="t", rows_per_part=1000):
     return open_dataset(path)
 
 
+def first_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.loads(f.readline())
+
+
 def cli(*args):
     return subprocess.run([sys.executable, "-m", "tinylm", *args], capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
 
 
 # ------------------------------------------------------------------------- normalisation
@@ -52,8 +61,7 @@ def test_13_gram_convention_and_short_items(data_dir):
     from tinylm.data.curate.contamination import benchmark_index
 
     index = benchmark_index(data_dir)
-    item = next(json.loads(line) for line in
-                open(data_dir / "arc-easy" / "ARC-Easy-test.jsonl", encoding="utf-8"))
+    item = first_json(data_dir / "arc-easy" / "ARC-Easy-test.jsonl")
     question = lm_eval_words(item["question"])
     assert len(question) >= 13
     # 13 consecutive words, re-cased and re-punctuated as lm-eval's Janitor ignores, hit ...
@@ -63,7 +71,7 @@ def test_13_gram_convention_and_short_items(data_dir):
     # ... 12 do not (a sentence of 12 words is not a whole ARC item either).
     assert index.hits("Notes: " + " ".join(question[:12]) + " and more words here") == []
     # A BLiMP sentence is shorter than 13 words: matched whole, as a sentence of the row.
-    pair = json.loads(open(data_dir / "blimp" / "adjunct_island.jsonl").readline())
+    pair = first_json(data_dir / "blimp" / "adjunct_island.jsonl")
     hits = index.hits(f"{STORY}. {pair['sentence_good']} Then they slept.")
     assert [h["benchmark"] for h in hits] == ["blimp"]
     assert index.hits(STORY) == []
@@ -72,7 +80,7 @@ def test_13_gram_convention_and_short_items(data_dir):
 def test_check_dataset_and_decontaminate(tmp_path, data_dir):
     from tinylm.data.curate.contamination import check_dataset, decontaminate
 
-    pair = json.loads(open(data_dir / "blimp" / "adjunct_island.jsonl").readline())
+    pair = first_json(data_dir / "blimp" / "adjunct_island.jsonl")
     ds = write_dataset(tmp_path / "d", [("tinystories", STORY),
                                         ("tinystories", f"{STORY}. {pair['sentence_good']}")])
     payload = check_dataset(ds, data_dir)
@@ -128,12 +136,9 @@ def test_dedup_command_keeps_first_of_each_cluster(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["data", "dedup", "{tmp}/nothing", "-o", "{tmp}/o"], "dataset not found"),
-    (["data", "dedup", "{tmp}/d", "-o", "{tmp}/d"], "is the input dataset"),
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/plain"], "is not a tinylm dataset"),
-    (["data", "dedup", "{tmp}/d", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold"),
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/o", "--against", "x={tmp}/plain"],
      "is not a dataset folder"),
-    (["data", "audit", "{tmp}/d", "--workers", "0"], "--workers"),
     (["data", "audit", "{tmp}/d", "--private", "=c4"], "NAME=PATH"),
     (["data", "decontaminate", "{tmp}/d", "-o", "{tmp}/o", "--data-dir", "{tmp}/plain"],
      "benchmark file(s)"),
@@ -160,3 +165,18 @@ def test_changed_rows_void_the_audit(tmp_path, data_dir):
     part.write_text(part.read_text().replace("Max", "Rex"))
     proc = cli("data", "audit", str(ds.path))
     assert proc.returncode == 2 and "changed since its manifest" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["data", "dedup", "{tmp}/d", "-o", "{tmp}/d"], "is the input dataset"),
+    (["data", "dedup", "{tmp}/d", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold"),
+    (["data", "audit", "{tmp}/d", "--workers", "0"], "--workers"),
+])
+def test_bad_settings_in_process(tmp_path, capsys, args, message):
+    from tinylm.cli import main
+
+    write_dataset(tmp_path / "d", [("a", STORY)])
+    assert main([a.format(tmp=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists() and not (tmp_path / "d" / "checks").exists()
