@@ -242,10 +242,15 @@ def scan(dataset: Dataset, data_dir=None, config: ContaminationConfig = Contamin
     return out
 
 
-def check_dataset(dataset: Dataset, data_dir=None,
+def check_dataset(dataset: Dataset | str | Path, data_dir=None,
                   config: ContaminationConfig = ContaminationConfig()) -> dict:
     """Scan every row, store checks/contamination.json on these bytes, return its payload:
-    {"hits": rows hit, "by_benchmark": {name: {"rows", "examples"}}, "rows_hit": [...]}."""
+    {"hits": rows hit, "by_benchmark": {name: {"rows", "examples"}}, "rows_hit": [...]}.
+    `dataset` may be an open Dataset or its folder (then verified against its manifest)."""
+    if not isinstance(dataset, Dataset):
+        from tinylm.data.curate.dataset import open_dataset
+
+        dataset = open_dataset(dataset)
     payload = {**summarize(scan(dataset, data_dir, config)), "ngram": config.ngram,
                "min_short_words": config.min_short_words, "rows": dataset.row_count()}
     write_check(dataset, "contamination", payload)
