@@ -37,6 +37,7 @@ from tinylm.data.curate.dedup import (
     Reference,
     build_reference_index,
     excerpt,
+    fill_cluster_excerpts,
     row_keys,
 )
 from tinylm.data.curate.mismatch import (
@@ -167,6 +168,9 @@ def audit(dataset: Dataset, against: list[Reference] | None = None,
     _STATE.clear()
     payload = summarize(dataset, scan, found, duplicates, config, against, private,
                         profiles.names if profiles.usable else [])
+    clusters = payload["findings"]["largest_clusters"]
+    for _ in fill_cluster_excerpts(dataset.iter_rows(), clusters):
+        pass  # one more read of the rows, only for the listed clusters' first-row excerpts
     write_check(dataset, "audit", payload)
     if html:
         from tinylm.data.curate.report_html import render
@@ -243,12 +247,14 @@ def summarize(dataset, scan, found: Findings, duplicates, config: AuditConfig, a
 
 
 def _contamination_examples(found: Findings, examples: int) -> dict:
+    """Up to `examples` rows per benchmark, each with its first matching n-gram."""
     out: dict[str, list] = {b: [] for b in BENCHMARKS}
     for row_id, hits in found.contaminated.items():
-        for hit in hits:
-            if len(out[hit["benchmark"]]) < examples:
-                out[hit["benchmark"]].append({"row": row_id, "match": hit["match"],
-                                              "item": hit["item_text"]})
+        for benchmark in sorted({h["benchmark"] for h in hits}):
+            if len(out[benchmark]) < examples:
+                hit = next(h for h in hits if h["benchmark"] == benchmark)
+                out[benchmark].append({"row": row_id, "match": hit["match"],
+                                       "item": hit["item_text"]})
     return out
 
 

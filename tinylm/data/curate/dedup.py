@@ -289,6 +289,15 @@ class DedupScan:
         }
 
 
+def fill_cluster_excerpts(rows, clusters: list[dict]):
+    """Pass `rows` through, setting each listed cluster's excerpt from its first row."""
+    by_id = {c["representative"]: c for c in clusters}
+    for row in rows:
+        if row["id"] in by_id:
+            by_id[row["id"]]["excerpt"] = excerpt(row["text"])
+        yield row
+
+
 def excerpt(text: str, size: int = 160) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= size else flat[:size] + "..."
@@ -323,17 +332,12 @@ def dedup(dataset: Dataset, out: Path, references: list[Reference] | None = None
                 dropped.add(row_id)
     step["removed"] = len(dropped)
     report = scan.report()
-    wanted = {c["representative"] for c in report["largest_clusters"]}
     # Rows are copied unchanged in a second streaming pass, so the workers never ship whole
     # rows back; the pass also picks up the excerpts of the listed clusters' first rows.
     with DatasetWriter(out, name=info.get("name", dataset.name), author=info.get("author"),
                        card=info.get("card"), sources=info.get("sources"),
                        history=[*info.get("history", []), step], force=force) as writer:
-        for row in dataset.iter_rows():
-            if row["id"] in wanted:
-                for cluster in report["largest_clusters"]:
-                    if cluster["representative"] == row["id"]:
-                        cluster["excerpt"] = excerpt(row["text"])
+        for row in fill_cluster_excerpts(dataset.iter_rows(), report["largest_clusters"]):
             if row["id"] not in dropped:
                 writer.write(row)
     report["kept"] = writer.rows
