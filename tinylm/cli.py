@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tinylm.errors import TinyLMError
 
+
 # --------------------------------------------------------------------------- info
 
 def cmd_info(args) -> None:
