@@ -2,8 +2,9 @@
 
 Exact: two rows are the same when their `textnorm.dedup_text` (NFKC, case folded, Unicode
 punctuation and symbols deleted, whitespace collapsed) is equal; a 16-byte blake2b of it is
-kept per distinct row. Near: MinHash (datasketch, Broder 1997) over word 5-gram shingles
-(`textnorm.shingles`), with datasketch's MinHashLSH (Leskovec, Rajaraman & Ullman, "Mining of
+kept per distinct row. Near: MinHash (datasketch, Broder 1997; its 64-bit scheme) over word
+5-gram shingles of the same normalised text, each shingle hashed to 64 bits in numpy
+(`shingle_hashes`), with datasketch's MinHashLSH (Leskovec, Rajaraman & Ullman, "Mining of
 Massive Datasets" ch. 3) to find candidates. The bands are chosen by datasketch for the
 Jaccard `threshold` with false negatives weighted `recall_weight` (0.9: at 128 permutations
 that is 20 bands of 6 rows, so a pair at Jaccard 0.85 is a candidate with p > 0.9999), and
@@ -31,7 +32,12 @@ import numpy as np
 
 from tinylm.data.curate.dataset import Dataset, DatasetWriter, open_dataset, write_check
 from tinylm.data.curate.parallel import map_parts
-from tinylm.data.curate.textnorm import dedup_key, dedup_text, shingles
+from tinylm.data.curate.textnorm import (
+    _python_ngram_hash,
+    dedup_key,
+    dedup_text,
+    ngram_hashes,
+)
 from tinylm.errors import TinyLMError
 
 
@@ -60,6 +66,9 @@ class DedupConfig:
 # ------------------------------------------------------------------------------ signatures
 
 _PERMUTATIONS: dict[tuple, tuple] = {}
+# datasketch's 64-bit scheme: the shingles arrive already hashed to 64 bits (below), and
+# datasketch mixes them (fmix64) and applies its num_perm affine permutations.
+SCHEME = "affine64"
 
 
 def _permutations(config: DedupConfig) -> tuple:
@@ -68,9 +77,23 @@ def _permutations(config: DedupConfig) -> tuple:
     if key not in _PERMUTATIONS:
         from datasketch import MinHash
 
-        template = MinHash(config.num_perm, config.seed)
+        template = MinHash(config.num_perm, config.seed, scheme=SCHEME, hashfunc=_given)
         _PERMUTATIONS[key] = (template.permutations, template.scheme)
     return _PERMUTATIONS[key]
+
+
+def _given(value: int) -> int:
+    return value
+
+
+def shingle_hashes(normalised: str, n: int) -> list[int]:
+    """64-bit hashes of the word n-gram shingles (`textnorm.ngram_hashes`: stable, numpy);
+    a row of fewer than n words is one shingle, itself. Hashing in numpy instead of
+    datasketch's default per-shingle sha1 is most of the dedup's speed."""
+    words = normalised.split(" ")
+    if len(words) < n:
+        return [_python_ngram_hash(words)]
+    return ngram_hashes(words, n).tolist()
 
 
 def signature(text: str, config: DedupConfig, normalised: str | None = None) -> np.ndarray:
@@ -78,8 +101,10 @@ def signature(text: str, config: DedupConfig, normalised: str | None = None) -> 
     from datasketch import MinHash
 
     permutations, scheme = _permutations(config)
-    minhash = MinHash(config.num_perm, config.seed, permutations=permutations, scheme=scheme)
-    minhash.update_batch(shingles(text, config.shingle_words, normalised))
+    minhash = MinHash(config.num_perm, config.seed, permutations=permutations, scheme=scheme,
+                      hashfunc=_given)
+    normalised = dedup_text(text) if normalised is None else normalised
+    minhash.update_batch(shingle_hashes(normalised, config.shingle_words))
     return minhash.hashvalues
 
 

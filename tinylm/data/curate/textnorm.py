@@ -4,8 +4,9 @@
   Unicode punctuation and symbol character (categories P* and S*) deleted, runs of whitespace
   collapsed to one space, ends stripped. So "Hello, World!" and "hello world" are one row;
   digits and letters are never touched.
-- `shingles`: what MinHash sees: word 5-grams of the dedup normalisation (the shingle datatrove's
-  MinhashConfig uses by default, n_grams=5). A row of fewer than 5 words is one shingle, itself.
+- `shingles`: the sets MinHash estimates the Jaccard of: word 5-grams of the dedup
+  normalisation (datatrove's MinhashConfig default, n_grams=5). A row of fewer than 5 words
+  is one shingle, itself. (`dedup.shingle_hashes` hashes the same shingles for MinHash.)
 - `lm_eval_words`: lm-eval's decontamination normalisation, read from
   EleutherAI/lm-evaluation-harness lm_eval/decontamination/janitor.py (`Janitor.
   normalize_string`, `word_ngrams`): ASCII letters lower-cased, ASCII punctuation
