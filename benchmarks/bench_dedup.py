@@ -8,9 +8,8 @@ corpus, at 1 and 2 workers; prints rows/s, the ratio, and how far the two duplic
 The corpus is the planted-fault corpus (`tinylm.data.curate.planted`, its exact and near
 duplicates included). Both sides use word 5-gram shingles; tinylm 128 permutations in 20x6
 bands + a Jaccard >= 0.7 check, shingles hashed in numpy; datatrove its default 14 buckets x
-8 hashes (no check) with sha1 shingle hashes (its xxhash default fails with the installed
-xxhash 4: it hashes a str; so datatrove is measured with a slower hash than it ships), its
-words split on whitespace (its English default, spaCy, is not installed here). Both timings
+8 hashes (no check) and its default xxhash64 shingle hash (given bytes: datatrove passes a
+str, which the installed xxhash 4 refuses), its words split on whitespace (its English default, spaCy, is not installed here). Both timings
 cover reading the rows and writing the deduplicated output; neither includes start-up.
 """
 
@@ -71,9 +70,15 @@ def run_datatrove(corpus: Path, work: Path, workers: int) -> tuple[float, set[st
 
     rows = corpus / "rows"
     tasks = len(list(rows.glob("part-*.jsonl")))
-    # 5-grams, 14 buckets x 8 hashes; sha1 shingle hashes: datatrove's default xxhash call
-    # passes a str, which the installed xxhash 4 refuses.
-    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    # 5-grams, 14 buckets x 8 hashes, its default xxhash64 shingle hash. datatrove calls
+    # xxhash with a str, which xxhash 4 (installed here) refuses, so the str is encoded first,
+    # as older xxhash did inside the call.
+    import xxhash
+    from datatrove.utils.hashes import xxhash as datatrove_xxhash
+
+    datatrove_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(
+        data.encode("utf-8") if isinstance(data, str) else data)
+    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="xxhash"))
     logs = work / "logs"
 
     def reader():
