@@ -144,12 +144,21 @@ class BenchmarkIndex:
 
     @classmethod
     def load(cls, path: Path, config: ContaminationConfig) -> BenchmarkIndex | None:
+        """The cached index, or None when it is missing, damaged or inconsistent (then the
+        caller rebuilds it)."""
+        import zipfile
+
         try:
-            arrays = np.load(path.with_suffix(".npz"), allow_pickle=False)
-            items = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))["items"]
-            return cls([tuple(i) for i in items], arrays["keys"], arrays["item_of"], config)
-        except (OSError, ValueError, KeyError):
+            with np.load(path.with_suffix(".npz"), allow_pickle=False) as arrays:
+                keys, item_of = arrays["keys"], arrays["item_of"]
+            record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            items = [tuple(i) for i in record["items"]]
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile):
             return None
+        if keys.dtype != np.uint64 or keys.shape != item_of.shape or not items or \
+                (len(item_of) and int(item_of.max()) >= len(items)):
+            return None
+        return cls(items, keys, item_of, config)
 
 
 def benchmark_files(data_dir: Path) -> list[Path]:
