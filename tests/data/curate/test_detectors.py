@@ -139,9 +139,6 @@ def test_dedup_command_keeps_first_of_each_cluster(tmp_path):
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/plain"], "is not a tinylm dataset"),
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/o", "--against", "x={tmp}/plain"],
      "is not a dataset folder"),
-    (["data", "audit", "{tmp}/d", "--private", "=c4"], "NAME=PATH"),
-    (["data", "decontaminate", "{tmp}/d", "-o", "{tmp}/o", "--data-dir", "{tmp}/plain"],
-     "benchmark file(s)"),
 ])
 def test_bad_inputs_one_line_and_nothing_written(tmp_path, args, message):
     write_dataset(tmp_path / "d", [("a", STORY)])
@@ -171,11 +168,15 @@ def test_changed_rows_void_the_audit(tmp_path, data_dir):
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/d"], "is the input dataset"),
     (["data", "dedup", "{tmp}/d", "-o", "{tmp}/o", "--threshold", "1.5"], "--threshold"),
     (["data", "audit", "{tmp}/d", "--workers", "0"], "--workers"),
+    (["data", "audit", "{tmp}/d", "--private", "=c4"], "NAME=PATH"),
+    (["data", "decontaminate", "{tmp}/d", "-o", "{tmp}/o", "--data-dir", "{tmp}/plain"],
+     "benchmark file(s)"),
 ])
 def test_bad_settings_in_process(tmp_path, capsys, args, message):
     from tinylm.cli import main
 
     write_dataset(tmp_path / "d", [("a", STORY)])
+    (tmp_path / "plain").mkdir()
     assert main([a.format(tmp=tmp_path) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
