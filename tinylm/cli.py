@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_data_list)
     from tinylm.data.curate.cli import register as register_curate
     register_curate(dsub)
+    from tinylm.data.curate.audit_cli import register as register_audit
+    register_audit(dsub)
 
     p = sub.add_parser("train", help="train a model (resumable)")
     from tinylm.train.session import add_train_arguments
