@@ -2,7 +2,8 @@
 
     DIR/run.c          the engine: one C99 file, libc and libm only (tinylm/export/c/run.c)
     DIR/model.bin      the model: header, block table, sha256 of the payload, tensors
-    DIR/tokenizer.bin  bytes or byte-level BPE (byte -> id table and ranked merges)
+    DIR/tokenizer.bin  bytes or byte-level BPE (byte -> id table, ranked merges, and the
+                       pattern's character classes over all code points)
     DIR/Makefile       `make` builds ./run; README.txt gives the cc lines and an example
     DIR/model_data.h   with --freestanding: model and tokenizer as const arrays, with the
                        sizes of every static buffer, for a build without malloc or files;
@@ -22,6 +23,7 @@ packed four to a byte (bitnet_pack's "2bit" codes), padded to 4 bytes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -161,9 +163,33 @@ def tokenizer_image(tokenizer) -> bytes:
                                          tokenizer.vocab_size, tokenizer.eos_id)
     if tokenizer.kind == "bytes":
         return head
-    merges = data["merges"]
-    return head + struct.pack(f"<256ii{len(merges)}i", *data["byte_ids"], len(merges) // 3,
-                              *merges)
+    merges, runs = data["merges"], class_runs()
+    return head + struct.pack(f"<256ii{len(merges)}ii{len(runs)}I", *data["byte_ids"],
+                              len(merges) // 3, *merges, len(runs), *runs)
+
+
+@functools.lru_cache(maxsize=1)
+def class_runs() -> tuple[int, ...]:
+    """GPT-2's pattern classes over every code point, as runs: (first code point << 2 |
+    class), class 0 white space, 1 letter, 2 number, 3 other; the classes of the standalone
+    encoder's `char_class` (tok_bpe.py), which match `tokenizers` (1,610 runs, 6.4 KB). Built
+    from the category table directly, as `char_class` per code point takes seconds."""
+    import unicodedata
+
+    import numpy as np
+
+    from tinylm.export.standalone.tok_bpe import NEWER_UNICODE, WHITESPACE
+
+    first = {"L": 1, "N": 2}
+    letters = "".join([unicodedata.category(chr(p))[0] for p in range(0x110000)])
+    table = bytes(first.get(chr(b), 3) for b in range(256))  # category letter -> class
+    kinds = np.frombuffer(letters.encode("ascii").translate(table), dtype=np.uint8).copy()
+    for first_point, last_point, kind in NEWER_UNICODE:  # unassigned in Python's tables
+        kinds[first_point:last_point + 1] = first[kind]
+    for ch in WHITESPACE:
+        kinds[ord(ch)] = 0
+    starts = np.flatnonzero(np.diff(kinds, prepend=255))
+    return tuple(int(p) << 2 | int(kinds[p]) for p in starts)
 
 
 # --------------------------------------------------------------------------- freestanding
@@ -310,8 +336,8 @@ def export_c(checkpoint: str | Path, out: str | Path, *, freestanding: bool = Fa
         raise TinyLMError(f"--max-new must be >= 1, got {max_new}")
     ckpt, model, spec = load_for_export(checkpoint)
     where = str(checkpoint)
-    model_bytes = model_image(spec, False, where)
     tok_bytes = tokenizer_image(ckpt.tokenizer)
+    model_bytes = model_image(spec, False, where)
     out = Path(out)
     info = {"source": f"{Path(checkpoint).resolve().name} (step {ckpt.step})",
             "family": ckpt.meta["family"], "params": sum(p.numel() for p in model.parameters()),

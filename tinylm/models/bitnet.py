@@ -58,8 +58,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinylm.models.family import ExportSpec, Family, Preset
-from tinylm.models.llama import (Llama, LlamaConfig, align_spec, c_engine_spec, depth_of,
-                                 fused_splits, no_weight_decay)
+from tinylm.models.llama import (Llama, LlamaConfig, align_spec, depth_of, fused_splits,
+                                 no_weight_decay)
 
 # %% export (copied into the single-file export; see export/single_file.py)
 
@@ -197,6 +197,8 @@ def merge_notes(state_a, state_b, merged, config: BitNetConfig) -> dict:
 def bitnet_c_engine_spec(model: BitNet):
     """llama's C layout with every BitLinear stored as (trits, per-row absmean scales), the
     same `ternary` the forward runs on."""
+    from tinylm.models.llama import c_engine_spec
+
     return c_engine_spec(model, lambda linear: ternary(linear.weight.detach(), linear.parts),
                          ternary=1, act_quant=int(model.config.act_quant))
 

@@ -88,7 +88,7 @@ from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, init_li
                                   residual_std, rope_tables)
 from tinylm.models.llama import Block, Llama
 from tinylm.models.family import ExportSpec, Family, Preset
-from tinylm.models.llama import c_block_tensors, c_settings, fused_splits
+from tinylm.models.llama import fused_splits
 from tinylm.models.lora import LoopLoRALinear, add_loop_lora, set_active_loop
 from tinylm.models.sparse_attention import BlockSparseConfig, enable_block_sparse
 
@@ -442,6 +442,7 @@ def c_engine_spec(model: Looped):
     application per prelude block, per loop (with its loop embedding and LoRA) and per coda
     block, at the loop count `tinylm generate` runs (`model.loops`)."""
     from tinylm.models.family import CEngineSpec
+    from tinylm.models.llama import c_block_tensors, c_settings
 
     c = model.config
     if c.think_steps:

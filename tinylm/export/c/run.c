@@ -569,24 +569,29 @@ static num *forward(const Model *m, State *s, int token, int pos) {
  * 5. Tokenizer: bytes (ids 0..255 are bytes, 256 is EOS) or byte-level BPE
  * ============================================================================================
  * tokenizer.bin: "tinylmT\0" | version | kind (0 bytes, 1 BPE) | vocab | eos id
- *   | BPE: byte -> id (256) | merge count | (left, right, merged) per merge, in rank order.
+ *   | BPE: byte -> id (256) | merge count | (left, right, merged) per merge, in rank order
+ *     | run count | (first code point << 2 | class) per run of equal character class.
  * BPE encodes as Hugging Face `tokenizers` with tinylm's settings (ByteLevel, no prefix
  * space): split the text with GPT-2's pattern, then repeatedly merge the adjacent pair of
  * lowest rank, leftmost first. Bytes that are not UTF-8 become their single-byte tokens, as
- * tinylm does. Character classes: exact for ASCII and Latin-1/Latin Extended; beyond that
- * every code point outside a white-space table counts as a letter (no Unicode tables in
- * libc), so scripts with their own punctuation or digits may split differently. */
+ * tinylm does. The pattern's character classes (letter, number, white space) come with the
+ * tokenizer as a table of runs over all code points, written from the same classes as
+ * tinylm's standalone encoder (tok_bpe.py), since libc has no Unicode tables. */
 
 typedef struct {
-    int kind, vocab, eos, n_merges;
+    int kind, vocab, eos, n_merges, n_runs;
     int32_t byte_id[256];
     const uint8_t *merges; /* 3 * n_merges little-endian int32 */
+    const uint8_t *runs;   /* n_runs words: first code point << 2 | class (S, L, N, P) */
 } Tokenizer;
 
+static uint32_t merge_word(const uint8_t *table, int index) {
+    const uint8_t *p = table + 4 * (size_t)index;
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static int32_t merge_field(const Tokenizer *t, int index) {
-    const uint8_t *p = t->merges + 4 * (size_t)index;
-    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                     (uint32_t)p[3] << 24);
+    return (int32_t)merge_word(t->merges, index);
 }
 
 static void parse_tokenizer(Tokenizer *t, const uint8_t *data, size_t size) {
@@ -597,14 +602,19 @@ static void parse_tokenizer(Tokenizer *t, const uint8_t *data, size_t size) {
     t->kind = read_i32(&r);
     t->vocab = read_i32(&r);
     t->eos = read_i32(&r);
-    t->n_merges = 0;
+    t->n_merges = t->n_runs = 0;
     if (t->kind == 0) return;
     if (t->kind != 1) fail("tokenizer file: unknown kind");
     for (int b = 0; b < 256; b++) t->byte_id[b] = read_i32(&r);
     t->n_merges = read_i32(&r);
-    if (t->n_merges < 0 || (size_t)(r.end - r.at) != 12 * (size_t)t->n_merges)
+    if (t->n_merges < 0 || (size_t)(r.end - r.at) < 12 * (size_t)t->n_merges)
         fail("tokenizer file: bad merge table");
     t->merges = r.at;
+    r.at += 12 * (size_t)t->n_merges;
+    t->n_runs = read_i32(&r);
+    if (t->n_runs < 1 || (size_t)(r.end - r.at) != 4 * (size_t)t->n_runs)
+        fail("tokenizer file: bad character-class table");
+    t->runs = r.at;
 }
 
 typedef void (*ByteSink)(const uint8_t *bytes, size_t n);
@@ -649,28 +659,16 @@ static int utf8_next(const uint8_t *s, size_t left, uint32_t *cp) {
     return len;
 }
 
-/* 'S' white space, 'L' letter, 'N' number, 'P' other (see the section comment). */
-static char char_class(uint32_t c) {
-    static const uint32_t space[] = {0x85, 0xA0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004,
-                                     0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200A, 0x2028,
-                                     0x2029, 0x202F, 0x205F, 0x3000};
-    if ((c >= 9 && c <= 13) || c == ' ') return 'S';
-    for (size_t i = 0; i < sizeof space / sizeof space[0]; i++)
-        if (c == space[i]) return 'S';
-    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return 'L';
-    if (c >= '0' && c <= '9') return 'N';
-    if (c < 0x80) return 'P';
-    if (c < 0xC0) { /* Latin-1 punctuation and signs, but a few letters and numbers */
-        if (c == 0xAA || c == 0xB5 || c == 0xBA) return 'L';
-        if (c == 0xB2 || c == 0xB3 || c == 0xB9 || (c >= 0xBC && c <= 0xBE)) return 'N';
-        return 'P';
+/* 'S' white space, 'L' letter, 'N' number, 'P' other: the class of the run of code points
+ * that holds c (tokenizer.bin lists where each run starts; a binary search finds it). */
+static char char_class(const Tokenizer *t, uint32_t c) {
+    int lo = 0, hi = t->n_runs - 1;
+    while (lo < hi) { /* the last run starting at or before c */
+        int mid = (lo + hi + 1) / 2;
+        if (merge_word(t->runs, mid) >> 2 <= c) lo = mid;
+        else hi = mid - 1;
     }
-    if (c == 0xD7 || c == 0xF7) return 'P'; /* multiplication and division signs */
-    if (c >= 0x2B0 && c <= 0x36F) return c <= 0x2C1 || (c >= 0x2C6 && c <= 0x2D1) ||
-                                         (c >= 0x2E0 && c <= 0x2E4) || c == 0x2EC || c == 0x2EE
-                                         ? 'L' : 'P'; /* modifier letters, combining marks */
-    if (c >= 0x2000 && c <= 0x2BFF) return 'P'; /* punctuation, symbols, arrows, ... */
-    return 'L';
+    return "SLNP"[merge_word(t->runs, lo) & 3];
 }
 
 /* Merge one pre-token's symbols (ids) in place; returns the new count. */
@@ -706,16 +704,16 @@ static int encode_run(const Tokenizer *t, const uint8_t *text, const uint32_t *c
                 while (k < len && i + k < n && cps[i + k] == (uint32_t)contractions[c][k]) k++;
                 if (k == len) end = i + len;
             }
-        if (!end && char_class(cps[i]) == 'S') {
+        if (!end && char_class(t, cps[i]) == 'S') {
             int run = i;
-            while (run < n && char_class(cps[run]) == 'S') run++;
+            while (run < n && char_class(t, cps[run]) == 'S') run++;
             if (run == n || run - i > 1) end = run == n ? run : run - 1;
             else if (cps[i] != ' ') end = run;
         }
         if (!end) {
             int start = cps[i] == ' ' ? i + 1 : i;
             end = start + 1;
-            while (end < n && char_class(cps[end]) == char_class(cps[start])) end++;
+            while (end < n && char_class(t, cps[end]) == char_class(t, cps[start])) end++;
         }
         int first = count;
         for (size_t b = starts[i]; b < starts[end]; b++) ids[count++] = t->byte_id[text[b]];
@@ -1046,6 +1044,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: run model.bin tokenizer.bin [options]\n"
             "  --prompt TEXT            the prompt (default: \"Once upon a time\")\n"
+            "  --prompt-file PATH       read the prompt from a file instead\n"
             "  -n N                     new tokens (default 200)\n"
             "  --temperature T          0 = greedy (default 0.8)\n"
             "  --top-k K                keep the K most likely ids; 0 disables (default 0)\n"
@@ -1054,6 +1053,7 @@ static void usage(void) {
             "  --seed S                 the sampler's seed (default 0)\n"
             "  --ids                    print the new ids, one line, instead of text\n"
             "  --dump-logits            print the logits at every prompt position and stop\n"
+            "  --encode                 print the prompt's ids and stop\n"
             "  --bench                  print decode tokens per second to stderr\n");
     exit(2);
 }
@@ -1084,7 +1084,8 @@ static State new_state(const Model *m) {
 int main(int argc, char **argv) {
     if (argc < 3) usage();
     const char *prompt = "Once upon a time";
-    int n_new = 200, print_ids = 0, dump = 0, bench = 0;
+    const char *prompt_file = NULL;
+    int n_new = 200, print_ids = 0, dump = 0, bench = 0, encode_only = 0;
     Sampler sampler = {0.8f, 1.0f, 1.0f, 0, 0};
     unsigned long long seed = 0;
     for (int i = 3; i < argc; i++) {
@@ -1092,9 +1093,11 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--ids")) { print_ids = 1; continue; }
         if (!strcmp(a, "--dump-logits")) { dump = 1; continue; }
         if (!strcmp(a, "--bench")) { bench = 1; continue; }
+        if (!strcmp(a, "--encode")) { encode_only = 1; continue; }
         if (!v) usage();
         char *rest;
         if (!strcmp(a, "--prompt")) prompt = v;
+        else if (!strcmp(a, "--prompt-file")) prompt_file = v;
         else if (!strcmp(a, "-n")) n_new = (int)strtol(v, &rest, 10);
         else if (!strcmp(a, "--temperature")) sampler.temperature = strtof(v, &rest);
         else if (!strcmp(a, "--top-k")) sampler.top_k = (int)strtol(v, &rest, 10);
@@ -1102,7 +1105,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--repetition-penalty")) sampler.penalty = strtof(v, &rest);
         else if (!strcmp(a, "--seed")) seed = strtoull(v, &rest, 10);
         else usage();
-        if (strcmp(a, "--prompt") && (*rest || rest == v)) usage();
+        if (strcmp(a, "--prompt") && strcmp(a, "--prompt-file") && (*rest || rest == v)) usage();
         i++;
     }
     if (n_new < 0 || sampler.temperature < 0 || sampler.top_k < 0 || sampler.top_p <= 0 ||
@@ -1133,10 +1136,16 @@ int main(int argc, char **argv) {
 
     int ctx = model.f[F_CONTEXT], vocab = model.f[F_VOCAB];
     size_t len = strlen(prompt);
+    if (prompt_file) prompt = (const char *)read_file(prompt_file, &len); /* may hold NULs */
     int32_t *ids = allocate(len + (size_t)n_new + 1, sizeof(int32_t));
     uint32_t *cps = allocate(len + 1, sizeof(uint32_t));
     size_t *starts = allocate(len + 1, sizeof(size_t));
     int length = encode(&tok, (const uint8_t *)prompt, len, ids, cps, starts);
+    if (encode_only) {
+        for (int i = 0; i < length; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+        return 0;
+    }
     if (length == 0) fail("empty prompt: give at least one character of text");
     if (dump) {
         for (int p = 0; p < length && p < ctx; p++) {
