@@ -17,8 +17,9 @@ whose data is compiled in, skips that check).
 
 Format (little-endian, 4-byte fields, version 1): "tinylmC\\0" | version | number format
 (0 float32, 1 Q16.16) | field count | FIELDS | (block, loop) per block application | sha256 |
-tensors. A float tensor is its values; a ternary matrix is one scale per row, then its trits
-packed four to a byte (bitnet_pack's "2bit" codes), padded to 4 bytes.
+tensors. A float tensor is its values (a block matrix or an untied head transposed, (in, out),
+which run.c's matvec reads as one stream); a ternary matrix is one scale per row, then its
+trits packed four to a byte (bitnet_pack's "2bit" codes), padded to 4 bytes.
 """
 
 from __future__ import annotations
@@ -55,10 +56,11 @@ def _block_shapes(s: dict) -> dict[str, tuple[int, int]]:
 
 
 def expected_layout(s: dict) -> list[tuple[str, tuple[int, ...], str]]:
-    """(what, shape, kind) of every tensor run.c reads, in its order; kind "float" or
-    "ternary". `what` names the slot (a spec's names may differ)."""
+    """(what, shape, kind) of every tensor run.c reads, in its order; kind "float", "matrix"
+    (a float (out, in) matrix the file stores transposed, for run.c's matvec) or "ternary".
+    `what` names the slot (a spec's names may differ); shapes are PyTorch's."""
     emb, matrices = s["emb_dim"] or s["dim"], _block_shapes(s)
-    kind = "ternary" if s["ternary"] else "float"
+    kind = "ternary" if s["ternary"] else "matrix"
     rows = [("tok_emb", (s["vocab"], emb), "float")]
     if s["emb_dim"]:
         rows.append(("emb_proj", (s["dim"], s["emb_dim"]), "float"))
@@ -78,7 +80,7 @@ def expected_layout(s: dict) -> list[tuple[str, tuple[int, ...], str]]:
         rows.append(("loop_emb", (s["loop_embs"], s["dim"]), "float"))
     rows.append(("norm", (s["dim"],), "float"))
     if not s["tied"]:
-        rows.append(("lm_head", (s["vocab"], s["dim"]), "float"))
+        rows.append(("lm_head", (s["vocab"], s["dim"]), "matrix"))
     rows += [("rope_cos", (s["context"], s["rot_half"]), "float"),
              ("rope_sin", (s["context"], s["rot_half"]), "float")]
     return rows
@@ -97,7 +99,7 @@ def checked_tensors(spec, where: str) -> list[tuple[str, object]]:
     for (slot, shape, kind), (name, value) in zip(layout, tensors):
         got_kind = "ternary" if isinstance(value, tuple) else "float"
         got_shape = tuple(value[0].shape if got_kind == "ternary" else value.shape)
-        if (got_kind, got_shape) != (kind, shape):
+        if (got_kind, got_shape) != (kind.replace("matrix", "float"), shape):
             raise TinyLMError(f"{where}: tensor {name} is {got_kind} {list(got_shape)} where the "
                               f"engine reads {slot} as {kind} {list(shape)}")
     return tensors
@@ -129,12 +131,12 @@ def model_image(spec, fixed: bool = False, where: str = "model") -> bytes:
     tensors = checked_tensors(spec, where)
     settings = {**spec.settings, "apps": len(spec.applications)}
     chunks = []
-    for name, value in tensors:
-        if isinstance(value, tuple):  # ternary: per-row scales, then 2-bit trits
+    for (_, _, kind), (name, value) in zip(expected_layout(settings), tensors):
+        if kind == "ternary":  # per-row scales, then 2-bit trits
             trits, row_scale = value
             chunks += [_numbers(row_scale, fixed, name), _pack_2bit(trits)]
         else:
-            chunks.append(_numbers(value, fixed, name))
+            chunks.append(_numbers(value.t() if kind == "matrix" else value, fixed, name))
     payload = b"".join(chunks)
     eps = float(settings["eps"])
     eps_field = (round(eps * 2 ** 32) if fixed
