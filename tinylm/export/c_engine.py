@@ -218,7 +218,8 @@ def buffer_bytes(sizes: dict[str, int]) -> int:
     ids = 2 * t["TL_APPS"] + t["TL_MAX_PROMPT"] + t["TL_MAX_NEW"] + t["TL_CONTEXT"]
     text = (t["TL_MAX_PROMPT"] + 1) * (4 + 8)
     blocks = t["TL_BLOCKS"] * (2 + 4 * 5) * 8
-    return 4 * numbers + 4 * ids + text + t["TL_CONTEXT"] + blocks
+    scores = 8 * t["TL_CONTEXT"]  # int64 sums in fixed point (float32 needs half)
+    return 4 * numbers + 4 * ids + text + t["TL_CONTEXT"] + blocks + scores
 
 
 def _words(data: bytes) -> str:

@@ -312,7 +312,10 @@ typedef struct {
     num *att;                 /* (context,) attention scores of one head */
     uint8_t *visible;         /* (context,) keys one query attends to (block-sparse) */
     num *block_score;         /* (context / block + 1,) routing scores */
-    num *key_cache, *value_cache; /* (apps, context, kv_dim) */
+    num *key_cache;           /* (apps, kv_heads, head_dim, context): keys transposed, so the
+                                 scores of all positions come out of one vector loop */
+    num *value_cache;         /* (apps, context, kv_dim) */
+    acc_t *scores;            /* (context,) q . k sums of one head */
 } State;
 
 /* ============================================================================================
@@ -463,9 +466,9 @@ static num dot(const num *a, const num *b, int n) { /* eight lanes, as matvec's 
 /* Block-sparse attention's key choice for a query at `pos` (sparse_attention.py): the window
  * [s, pos], s = max(0, pos - window + 1), plus the top-k blocks before s, each block scored by
  * q . (mean of its keys before s). */
-static void sparse_keys(const Model *m, State *s, const num *q, const num *keys, int pos) {
+static void sparse_keys(const Model *m, State *s, const num *q, const num *keys_t, int pos) {
     int bs = m->f[F_SPARSE_BLOCK], top_k = m->f[F_SPARSE_TOP_K], hd = m->f[F_HEAD_DIM];
-    int kv_dim = m->kv_dim, start = pos - m->f[F_SPARSE_WINDOW] + 1;
+    int ctx = m->f[F_CONTEXT], start = pos - m->f[F_SPARSE_WINDOW] + 1;
     if (start < 0) start = 0;
     for (int t = 0; t <= pos; t++) s->visible[t] = t >= start;
     int n_cand = (start + bs - 1) / bs;
@@ -476,7 +479,7 @@ static void sparse_keys(const Model *m, State *s, const num *q, const num *keys,
         int lo = j * bs, hi = (j + 1) * bs < start ? (j + 1) * bs : start;
         for (int d = 0; d < hd; d++) {
             num sum = 0;
-            for (int t = lo; t < hi; t++) sum += keys[(size_t)t * kv_dim + d];
+            for (int t = lo; t < hi; t++) sum += keys_t[(size_t)d * ctx + t];
             mean[d] = divide(sum, from_int(hi - lo));
         }
         s->block_score[j] = dot(q, mean, hd);
@@ -502,16 +505,22 @@ static void attention(const Model *m, State *s, int app, int pos) {
 #else
     num scale = 1.0f / sqrtf((float)hd);
 #endif
-    const num *keys_all = s->key_cache + (size_t)app * ctx * kv_dim;
     const num *values_all = s->value_cache + (size_t)app * ctx * kv_dim;
     for (int h = 0; h < heads; h++) {
-        const num *q = s->qkv + h * hd;
-        const num *keys = keys_all + (h / group) * hd, *values = values_all + (h / group) * hd;
-        if (m->f[F_SPARSE_BLOCK]) sparse_keys(m, s, q, keys, pos);
+        const num *q = s->qkv + h * hd, *values = values_all + (h / group) * hd;
+        const num *keys_t = s->key_cache + ((size_t)app * m->f[F_KV_HEADS] + h / group) * hd * ctx;
+        if (m->f[F_SPARSE_BLOCK]) sparse_keys(m, s, q, keys_t, pos);
+        acc_t *sc = s->scores;
+        for (int t = 0; t <= pos; t++) sc[t] = 0;
+        for (int d = 0; d < hd; d++) { /* q . k for every position at once, d by d */
+            const num *k = keys_t + (size_t)d * ctx;
+            num qd = q[d];
+            for (int t = 0; t <= pos; t++) MAC(sc[t], qd, k[t]);
+        }
         num best = NUM_MIN;
         for (int t = 0; t <= pos; t++) {
             if (m->f[F_SPARSE_BLOCK] && !s->visible[t]) continue;
-            s->att[t] = mul(dot(q, keys + (size_t)t * kv_dim, hd), scale);
+            s->att[t] = mul(acc_value(sc[t]), scale);
             if (s->att[t] > best) best = s->att[t];
         }
         num total = 0;
@@ -541,8 +550,10 @@ static void block_forward(const Model *m, State *s, const BlockWeights *w, int l
     const num *cos_row = m->rope_cos + (size_t)pos * half, *sin_row = m->rope_sin + pos * half;
     for (int h = 0; h < m->f[F_HEADS] + m->f[F_KV_HEADS]; h++) /* q heads, then k heads */
         rope(s->qkv + h * hd, cos_row, sin_row, half);
+    num *keys_t = s->key_cache + (size_t)app * m->kv_dim * ctx;
+    for (int i = 0; i < m->kv_dim; i++) /* (kv head, d) = i, transposed */
+        keys_t[(size_t)i * ctx + pos] = s->qkv[m->q_dim + i];
     size_t at = ((size_t)app * ctx + pos) * m->kv_dim;
-    memcpy(s->key_cache + at, s->qkv + m->q_dim, m->kv_dim * sizeof(num));
     memcpy(s->value_cache + at, s->qkv + m->q_dim + m->kv_dim, m->kv_dim * sizeof(num));
     attention(m, s, app, pos);
     linear(m, s, T_WO, &w->m[T_WO], s->xb2, s->att_out, loop);
@@ -949,6 +960,7 @@ static num s_x[TL_DIM], s_xb[TL_DIM], s_xb2[TL_DIM], s_qkv[TL_QKV], s_att_out[TL
 static num s_hb[2 * TL_FFN], s_lora_t[TL_MAX_IN], s_logits[TL_VOCAB], s_emb_t[TL_EMB + 1];
 static num s_att[TL_CONTEXT], s_block_score[TL_CONTEXT + 1];
 static uint8_t s_visible[TL_CONTEXT];
+static acc_t s_scores[TL_CONTEXT];
 static num s_keys[TL_APPS * TL_CONTEXT * TL_KV_DIM], s_values[TL_APPS * TL_CONTEXT * TL_KV_DIM];
 static int s_apps[2 * TL_APPS];
 static BlockWeights s_blocks[TL_BLOCKS];
@@ -967,7 +979,7 @@ static int parse_count(const char *s) {
 int main(int argc, char **argv) {
     static Model model;
     static State state = {s_x, s_xb, s_xb2, s_qkv, s_att_out, s_hb, s_lora_t, s_logits, s_emb_t,
-                          s_att, s_visible, s_block_score, s_keys, s_values};
+                          s_att, s_visible, s_block_score, s_keys, s_values, s_scores};
     static Tokenizer tok;
     const uint8_t *digest, *payload;
     parse_model(&model, (const uint8_t *)tl_model_words, sizeof tl_model_words, s_apps, TL_APPS,
@@ -1097,6 +1109,7 @@ static State new_state(const Model *m) {
     s.block_score = allocate(ctx + 1, sizeof(num));
     s.key_cache = allocate((size_t)m->n_apps * ctx * m->kv_dim, sizeof(num));
     s.value_cache = allocate((size_t)m->n_apps * ctx * m->kv_dim, sizeof(num));
+    s.scores = allocate(ctx, sizeof(acc_t));
     return s;
 }
 
