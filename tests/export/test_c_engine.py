@@ -286,8 +286,9 @@ def test_freestanding_builds_print_the_hosted_bytes(engine, blink):
 
 
 def test_fixed_point_logits_stay_close(engine, blink):
-    """Q16.16 logits at every prompt position within 2e-3 of float32 (measured: 4e-3 at most
-    over 250 positions of this peaked random model, 6e-5 on a trained Blink-1)."""
+    """Q16.16 logits at every prompt position within 2e-3 of float32, with the same argmax.
+    (Over 250 positions of TinyStories text the largest error measured was 3.9e-3 on this
+    peaked random model and 5.8e-5 on a Blink-1 trained 300 steps.)"""
     _, root = blink
     proc = subprocess.run([str(root / "fixed" / "free"), PROMPT, "1", "--dump-logits"],
                           capture_output=True, check=True)
