@@ -17,9 +17,10 @@ whose data is compiled in, skips that check).
 
 Format (little-endian, 4-byte fields, version 1): "tinylmC\\0" | version | number format
 (0 float32, 1 Q16.16) | field count | FIELDS | (block, loop) per block application | sha256 |
-tensors. A float tensor is its values (a block matrix or an untied head transposed, (in, out),
-which run.c's matvec reads as one stream); a ternary matrix is one scale per row, then its
-trits packed four to a byte (bitnet_pack's "2bit" codes), padded to 4 bytes.
+tensors. A float tensor is its values (a block matrix or an untied head in tiles of 64 output
+rows, each stored (in, 64), which run.c's matvec reads as one stream); a ternary matrix is one
+scale per row, then its trits packed four to a byte (bitnet_pack's "2bit" codes), padded to 4
+bytes.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _block_shapes(s: dict) -> dict[str, tuple[int, int]]:
 
 def expected_layout(s: dict) -> list[tuple[str, tuple[int, ...], str]]:
     """(what, shape, kind) of every tensor run.c reads, in its order; kind "float", "matrix"
-    (a float (out, in) matrix the file stores transposed, for run.c's matvec) or "ternary".
+    (a float (out, in) matrix the file stores in matvec's tiles, see `tiled`) or "ternary".
     `what` names the slot (a spec's names may differ); shapes are PyTorch's."""
     emb, matrices = s["emb_dim"] or s["dim"], _block_shapes(s)
     kind = "ternary" if s["ternary"] else "matrix"
@@ -119,6 +120,16 @@ def _numbers(values: torch.Tensor, fixed: bool, name: str) -> bytes:
     return scaled.to(torch.int64).numpy().astype("<i4").tobytes()
 
 
+OUT_TILE = 64  # run.c's matvec tile
+
+
+def tiled(weight: torch.Tensor) -> torch.Tensor:
+    """A (out, in) matrix in run.c's matvec layout: output tiles of 64 rows, each stored
+    transposed, (in, 64), the last tile narrower; flat."""
+    return torch.cat([weight[o:o + OUT_TILE].t().reshape(-1)
+                      for o in range(0, weight.shape[0], OUT_TILE)])
+
+
 def _pack_2bit(trits: torch.Tensor) -> bytes:
     from tinylm.export.bitnet_pack import pack_trits
 
@@ -136,7 +147,7 @@ def model_image(spec, fixed: bool = False, where: str = "model") -> bytes:
             trits, row_scale = value
             chunks += [_numbers(row_scale, fixed, name), _pack_2bit(trits)]
         else:
-            chunks.append(_numbers(value.t() if kind == "matrix" else value, fixed, name))
+            chunks.append(_numbers(tiled(value) if kind == "matrix" else value, fixed, name))
     payload = b"".join(chunks)
     eps = float(settings["eps"])
     eps_field = (round(eps * 2 ** 32) if fixed
@@ -281,9 +292,9 @@ def readme(info: dict) -> str:
     if info["freestanding"]:
         flag = "-DTINYLM_FIXED" if info["fixed"] else "-DTINYLM_FREESTANDING"
         libm = "" if info["fixed"] else " -lm"
+        numbers = "Q16.16 integers, no FPU needed" if info["fixed"] else "float32"
         free = (f"\nFreestanding build (model_data.h: weights as const arrays, static buffers, "
-                f"no malloc, no files;\n{'Q16.16 integers, no FPU needed' if info['fixed'] else 'float32'}"
-                f", greedy decoding):\n"
+                f"no malloc, no files;\n{numbers}, greedy decoding):\n"
                 f"  cc -O2 -std=c99 {flag} -o run-freestanding run.c{libm}\n"
                 f"  riscv64-linux-gnu-gcc -O2 -std=c99 -static {flag} -o run-riscv run.c{libm}\n"
                 f"  qemu-riscv64 ./run-riscv \"Once upon\" 32     # argv: [prompt [n]]\n")

@@ -149,6 +149,7 @@ static void fail(const char *message);
  *   "tinylmC\0" | version | number format (0 float32, 1 Q16.16) | field count | fields
  *   | block applications (block index, loop index or -1) x n_apps | sha256 of the payload
  *   | payload: the tensors, in the order `map_tensors` reads them (c_engine.py writes them)
+ * Float block matrices and an untied head are stored in `matvec`'s output tiles.
  * Ternary matrices are one scale per row, then the trits packed four to a byte (trit + 1 in
  * bits 2i..2i+1, as tinylm.export.bitnet_pack's "2bit"), padded to 4 bytes. */
 
@@ -160,7 +161,7 @@ enum { F_VOCAB, F_DIM, F_EMB_DIM, F_HEADS, F_KV_HEADS, F_HEAD_DIM, F_FFN, F_CONT
 enum { T_WQKV, T_WO, T_W13, T_W2, N_TARGETS }; /* the four matrices of a block; LoRA targets */
 
 typedef struct {
-    const num *w;          /* float or Q16.16 weights, stored transposed (in, out); or NULL */
+    const num *w;          /* float or Q16.16 weights in matvec's output tiles; or NULL */
     const num *row_scale;  /* ternary: one scale per output row */
     const uint8_t *trits;  /* ternary: packed 2-bit codes */
     int out, in;
@@ -177,7 +178,7 @@ typedef struct {
     int q_dim, kv_dim, qkv_dim;
     num eps;
     const num *tok_emb, *emb_proj, *loop_emb, *norm, *lm_head, *rope_cos, *rope_sin;
-    const num *head_t; /* hosted: the tied head transposed once at load, for matvec; or NULL */
+    const num *head_t; /* hosted: the tied head in matvec's tiles, made at load; or NULL */
     BlockWeights *blocks;
     const num *lora_a[N_TARGETS], *lora_b[N_TARGETS]; /* (sets, rank, in), (sets, out, rank) */
 } Model;
@@ -335,28 +336,32 @@ static void rmsnorm(num *out, const num *x, const num *gain, int n, num eps) {
     for (int i = 0; i < n; i++) out[i] = mul(mul(x[i], inv), gain[i]);
 }
 
-/* y = W x for W stored transposed, (in, out) row-major: the engine's hot loop, for every
- * block matrix and an untied head. Sixty-four outputs at a time, each summed over i in order
- * in its own accumulator: the accumulators become vector registers (each x[i] broadcast once
- * for 64 products), no float addition is reordered (no -ffast-math needed) and there is no
- * horizontal sum at the end, so every build, vector or scalar, sums the same way. */
+/* y = W x for W stored in output tiles: the engine's hot loop, for every block matrix and an
+ * untied head. Tile t holds outputs [64t, 64t + 64) as (in, 64) row-major (the last tile is
+ * narrower), so one matvec reads its weights as one contiguous stream. Each output is summed
+ * over i in order in its own accumulator: the accumulators become vector registers (each x[i]
+ * broadcast once for 64 products), no float addition is reordered (no -ffast-math needed) and
+ * there is no horizontal sum, so every build, vector or scalar, sums the same way. */
 #define OUT_TILE 64
 static void matvec(num *y, const num *w, const num *x, int out, int in) {
     int o = 0;
     for (; o + OUT_TILE <= out; o += OUT_TILE) {
+        const num *tile = w + (size_t)o * in;
         acc_t acc[OUT_TILE] = {0};
         for (int i = 0; i < in; i++) {
-            const num *row = w + (size_t)i * out + o;
+            const num *row = tile + (size_t)i * OUT_TILE;
             num xi = x[i];
             for (int j = 0; j < OUT_TILE; j++) MAC(acc[j], row[j], xi);
         }
         for (int j = 0; j < OUT_TILE; j++) y[o + j] = acc_value(acc[j]);
     }
     if (o == out) return;
-    acc_t rest[OUT_TILE] = {0}; /* the last out % 64 outputs */
+    int width = out - o; /* the last, narrower tile */
+    const num *tile = w + (size_t)o * in;
+    acc_t rest[OUT_TILE] = {0};
     for (int i = 0; i < in; i++)
-        for (int j = 0; o + j < out; j++) MAC(rest[j], w[(size_t)i * out + o + j], x[i]);
-    for (int j = 0; o + j < out; j++) y[o + j] = acc_value(rest[j]);
+        for (int j = 0; j < width; j++) MAC(rest[j], tile[(size_t)i * width + j], x[i]);
+    for (int j = 0; j < width; j++) y[o + j] = acc_value(rest[j]);
 }
 
 /* y = W x for W (out, in) row-major: the tied head (the embedding table's rows), LoRA and
@@ -1165,9 +1170,13 @@ int main(int argc, char **argv) {
     if (model.f[F_TIED] && !model.emb_proj) { /* the head as matvec wants it: (dim, vocab) */
         int dim = model.f[F_DIM], vocab = model.f[F_VOCAB];
         num *head_t = allocate((size_t)dim * vocab, sizeof(num));
-        for (int v = 0; v < vocab; v++)
+        for (int v = 0; v < vocab; v++) { /* output v: tile v / 64, column v % 64 */
+            int first = v - v % OUT_TILE;
+            int width = vocab - first < OUT_TILE ? vocab - first : OUT_TILE;
             for (int i = 0; i < dim; i++)
-                head_t[(size_t)i * vocab + v] = model.tok_emb[(size_t)v * dim + i];
+                head_t[(size_t)first * dim + (size_t)i * width + (v - first)] =
+                    model.tok_emb[(size_t)v * dim + i];
+        }
         model.head_t = head_t;
     }
     State state = new_state(&model);
