@@ -35,6 +35,29 @@ def cmd_export_bitnet(args) -> None:
           f"embeddings and norms {args.embeddings})")
 
 
+def cmd_export_c(args) -> None:
+    from pathlib import Path
+
+    from tinylm.errors import TinyLMError
+    from tinylm.export.c_engine import export_c, output_paths
+    from tinylm.io import check_output
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise TinyLMError(f"output {out} is a file; the C export writes a folder")
+    for path in output_paths(out, args.freestanding):
+        check_output(path, "file", inputs=[args.checkpoint], force=args.force)
+    written = export_c(args.checkpoint, out, freestanding=args.freestanding,
+                       fixed=args.fixed_point, prompt=args.prompt, max_new=args.max_new)
+    extra = ""
+    if args.freestanding:
+        extra = (f", model_data.h ({'Q16.16' if args.fixed_point else 'float32'}; static "
+                 f"buffers {written['static_buffers']:,} bytes)")
+    print(f"wrote {out}/: run.c, model.bin ({written['model.bin']:,} bytes), tokenizer.bin"
+          f"{extra}. Try:\n  cd {out} && cc -O2 -std=c99 -o run run.c -lm && "
+          f"./run model.bin tokenizer.bin --prompt \"Once upon a time\" -n 100")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("export", help="ship a checkpoint outside tinylm")
     sub = p.add_subparsers(dest="export_command", required=True)
@@ -64,3 +87,20 @@ def register(subparsers) -> None:
     b.add_argument("--force", action="store_true", help="replace an existing output not "
                    "written by tinylm")
     b.set_defaults(func=cmd_export_bitnet)
+    c = sub.add_parser("c", help="a folder with a dependency-free C99 engine (run.c), the "
+                       "weights and the tokenizer; greedy output equals `tinylm generate`")
+    c.add_argument("checkpoint", help="a llama, looped or bitnet checkpoint folder")
+    c.add_argument("-o", "--out", default="c_engine", help="the folder to write (default: "
+                   "c_engine)")
+    c.add_argument("--freestanding", action="store_true", help="also write model_data.h: the "
+                   "model as const arrays and static buffer sizes, for a build without malloc "
+                   "or files (small cores)")
+    c.add_argument("--fixed-point", action="store_true", help="with --freestanding: Q16.16 "
+                   "integer numbers for cores without an FPU")
+    c.add_argument("--prompt", default="Once upon a time", help="the freestanding build's "
+                   "default prompt (it also reads one from argv)")
+    c.add_argument("--max-new", type=int, default=256, help="the freestanding build's most "
+                   "new tokens (sizes its id buffer; default 256)")
+    c.add_argument("--force", action="store_true", help="replace existing outputs not "
+                   "written by tinylm")
+    c.set_defaults(func=cmd_export_c)

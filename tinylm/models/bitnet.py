@@ -192,6 +192,17 @@ def merge_notes(state_a, state_b, merged, config: BitNetConfig) -> dict:
             "flipped_vs_b": share(from_b), "a_b_disagree": share(a_vs_b)}
 
 
+# --------------------------------------------------------------------------- C engine
+
+def bitnet_c_engine_spec(model: BitNet):
+    """llama's C layout with every BitLinear stored as (trits, per-row absmean scales), the
+    same `ternary` the forward runs on."""
+    from tinylm.models.llama import c_engine_spec
+
+    return c_engine_spec(model, lambda linear: ternary(linear.weight.detach(), linear.parts),
+                         ternary=1, act_quant=int(model.config.act_quant))
+
+
 # --------------------------------------------------------------------------- the record
 
 PRESETS = {
@@ -222,4 +233,5 @@ FAMILY = Family(
     export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama",
                                "tinylm.models.bitnet"), model="BitNet", config="BitNetConfig",
                       notes="BitNet b1.58: the weights are the fp latent weights; the model "
-                            "re-quantizes them to ternary on every forward."))
+                            "re-quantizes them to ternary on every forward."),
+    c_export=bitnet_c_engine_spec)

@@ -101,6 +101,25 @@ class ExportSpec:
     notes: str = ""  # a paragraph for the exported file's docstring
 
 
+@dataclass(frozen=True)
+class CEngineSpec:
+    """What the C engine export (`tinylm export c`, tinylm/export/c_engine.py) needs of one
+    model: the engine's settings, the block applications of one token's pass, and the
+    tensors in the engine's order. The exporter checks every shape against the settings.
+
+    - settings: the header fields c_engine.FIELDS names (vocab, dim, heads, ..., eps);
+    - applications: per block application, in order, (stored block index, loop index or -1):
+      a loop index adds that loop's embedding before the block and, on the LoRA block, uses
+      that loop's adapters;
+    - tensors: (name, value) in the order c_engine.expected_layout lists them; a value is a
+      float tensor, or (trits, row_scale) for a ternary matrix.
+    """
+
+    settings: Mapping[str, int | float]
+    applications: tuple[tuple[int, int], ...]
+    tensors: tuple[tuple[str, Any], ...]
+
+
 def _default_breakdown(model) -> dict[str, int]:
     return {name: p.numel() for name, p in model.named_parameters()}
 
@@ -143,6 +162,9 @@ class Family:
     nothing to add."""
     describe_extra: Callable[[Any], list[str]] | None = None
     """config -> extra lines for `tinylm info` (an image model's code grid), or None."""
+    c_export: Callable[[Any], CEngineSpec] | None = None
+    """model -> CEngineSpec: the model in the C engine's layout (`tinylm export c`); it raises
+    ValueError for a setting the engine lacks. None: the family has no C export."""
 
     def build(self, config_dict: Mapping[str, Any], where: str | None = None):
         """The model for a plain config dict, unknown keys refused with one line."""

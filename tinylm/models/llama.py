@@ -25,7 +25,7 @@ from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, SwiGLU, init_linear_,
                                   residual_std, rope_tables)
-from tinylm.models.family import AlignSpec, ExportSpec, Family, Preset
+from tinylm.models.family import AlignSpec, CEngineSpec, ExportSpec, Family, Preset
 
 # %% export (copied into the single-file export; see export/single_file.py)
 
@@ -343,10 +343,55 @@ def align_spec(config: LlamaConfig) -> AlignSpec:
                      config.n_kv_heads, config.head_dim, config.ffn_hidden)
 
 
+# --------------------------------------------------------------------------- C engine
+
+def c_block_tensors(prefix: str, block: Block, matrix=lambda linear: linear.weight.detach()):
+    """One llama block's tensors in the C engine's order (`matrix` turns a linear layer into
+    what the engine stores: its weight, or bitnet's (trits, row scales))."""
+    return ((f"{prefix}.attn_norm", block.attn_norm.weight.detach()),
+            (f"{prefix}.attn.wqkv", matrix(block.attn.wqkv)),
+            (f"{prefix}.attn.wo", matrix(block.attn.wo)),
+            (f"{prefix}.mlp_norm", block.mlp_norm.weight.detach()),
+            (f"{prefix}.mlp.w13", matrix(block.mlp.w13)),
+            (f"{prefix}.mlp.w2", matrix(block.mlp.w2)))
+
+
+def c_settings(config, blocks: int, **overrides) -> dict:
+    """The engine settings of a llama-shaped config: dense attention, full rotary, no loops."""
+    settings = {"vocab": config.vocab_size, "dim": config.dim, "emb_dim": 0,
+                "heads": config.n_heads, "kv_heads": config.n_kv_heads,
+                "head_dim": config.head_dim, "ffn": config.ffn_hidden,
+                "context": config.context_len, "blocks": blocks,
+                "tied": int(config.tie_embeddings), "ternary": 0, "act_quant": 0, "lora_rank": 0,
+                "lora_mask": 0, "lora_sets": 0, "lora_block": 0, "loop_embs": 0,
+                "rot_half": config.head_dim // 2, "sparse_block": 0, "sparse_top_k": 0,
+                "sparse_window": 0, "eps": config.norm_eps}
+    return {**settings, **overrides}
+
+
+def c_engine_spec(model: Llama, matrix=lambda linear: linear.weight.detach(),
+                  **settings) -> CEngineSpec:
+    """The model in the C engine's layout; `matrix` and `settings` let bitnet reuse it."""
+    c = model.config
+    if c.think_steps:
+        raise ValueError(f"think_steps {c.think_steps}: the C engine runs no continuous-thought "
+                         f"passes")
+    tensors = [("tok_emb", model.tok_emb.weight.detach())]
+    for i, block in enumerate(model.layers):
+        tensors += c_block_tensors(f"layers.{i}", block, matrix)
+    tensors.append(("norm", model.norm.weight.detach()))
+    if model.lm_head is not None:
+        tensors.append(("lm_head", model.lm_head.weight.detach()))
+    tensors += [("rope_cos", model.rope_cos), ("rope_sin", model.rope_sin)]
+    return CEngineSpec(c_settings(c, c.n_layers, **settings), tuple((i, -1) for i in range(c.n_layers)),
+                       tuple(tensors))
+
+
 FAMILY = Family(
     name="llama", config_class=LlamaConfig, model_class=Llama, presets=PRESETS,
     groups=("embeddings", "norms", "attention", "mlp", "other"),
     group_of=Llama.parameter_group, depth_of=depth_of, fused_splits=fused_splits,
     align=align_spec, no_weight_decay=no_weight_decay,
     export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama"),
-                      model="Llama", config="LlamaConfig"))
+                      model="Llama", config="LlamaConfig"),
+    c_export=c_engine_spec)

@@ -437,6 +437,51 @@ def depth_of(names, config: LoopedConfig) -> dict[str, float | tuple[float, ...]
     return depths
 
 
+def c_engine_spec(model: Looped):
+    """The model in the C engine's layout: stored blocks prelude, shared, coda; one block
+    application per prelude block, per loop (with its loop embedding and LoRA) and per coda
+    block, at the loop count `tinylm generate` runs (`model.loops`)."""
+    from tinylm.models.family import CEngineSpec
+    from tinylm.models.llama import c_block_tensors, c_settings
+
+    c = model.config
+    if c.think_steps:
+        raise ValueError(f"think_steps {c.think_steps}: the C engine runs no continuous-thought "
+                         f"passes")
+    blocks = [*model.prelude, model.shared, *model.coda]
+    shared = c.n_prelude
+    tensors = [("tok_emb", model.tok_emb.weight.detach())]
+    if model.emb_proj is not None:
+        tensors.append(("emb_proj", model.emb_proj.weight.detach()))
+    for i, block in enumerate(blocks):
+        tensors += c_block_tensors(f"blocks.{i}", block)
+    owners = {"wqkv": model.shared.attn, "wo": model.shared.attn, "w13": model.shared.mlp,
+              "w2": model.shared.mlp}
+    adapters = {name: getattr(owners[name], name) for name in LORA_TARGETS
+                if isinstance(getattr(owners[name], name), LoopLoRALinear)}
+    for name in LORA_TARGETS:  # the engine's target order
+        if name in adapters:
+            tensors += [(f"shared.{name}.lora_A", adapters[name].lora_A.detach()),
+                        (f"shared.{name}.lora_B", adapters[name].lora_B.detach())]
+    tensors += [("loop_emb", model.loop_emb.weight.detach()), ("norm", model.norm.weight.detach())]
+    if model.lm_head is not None:
+        tensors.append(("lm_head", model.lm_head.weight.detach()))
+    half = c.head_dim // 2  # the rotary half; an odd head's last dim passes through
+    tensors += [("rope_cos", model.rope_cos[:, :half]), ("rope_sin", model.rope_sin[:, :half])]
+    sparse = BlockSparseConfig(**c.sparse_attention) if c.sparse_attention else None
+    mask = sum(1 << LORA_TARGETS.index(name) for name in adapters)
+    settings = c_settings(c, len(blocks), emb_dim=c.emb_dim, lora_rank=c.lora_rank if
+                          adapters else 0, lora_mask=mask, lora_sets=c.max_loops,
+                          lora_block=shared, loop_embs=c.max_loops, rot_half=half,
+                          sparse_block=sparse.block_size if sparse else 0,
+                          sparse_top_k=sparse.top_k if sparse else 0,
+                          sparse_window=sparse.window if sparse else 0)
+    applications = ([(i, -1) for i in range(c.n_prelude)]
+                    + [(shared, loop) for loop in range(model.loops)]
+                    + [(shared + 1 + i, -1) for i in range(c.n_coda)])
+    return CEngineSpec(settings, tuple(applications), tuple(tensors))
+
+
 def no_weight_decay(name: str, param) -> bool:
     """Embeddings (token, factorization, loop) and 1-D tensors are exempt, as in llama."""
     return param.ndim < 2 or name.startswith(("tok_emb", "emb_proj", "loop_emb"))
@@ -454,4 +499,5 @@ FAMILY = Family(
                       model="Looped", config="LoopedConfig",
                       notes="Looped model: `model.loops = 8` runs the shared block 8 times per "
                             "token (any count up\nto max_loops; `loops` of MODEL_CONFIG is what "
-                            "tinylm generate uses)."))
+                            "tinylm generate uses)."),
+    c_export=c_engine_spec)
