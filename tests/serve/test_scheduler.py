@@ -35,11 +35,31 @@ def test_held_back_is_the_longest_suffix_that_starts_a_stop():
 
 # --------------------------------------------------------------------------- real model
 
-def test_mixed_length_requests_batched_equal_each_alone(tmp_path):
+def _blink_checkpoint(path):
+    """Blink-1's shape (looped, block-sparse attention) with random weights."""
+    from tinylm.config import load_preset
+    from tinylm.models import build_model
+    from tinylm.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    config = {**load_preset("blink-1")["model"], "vocab_size": 257}
+    model = build_model("looped", config)
+    with torch.no_grad():  # LoRA and loop embeddings start at zero; make every path count
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape) * 0.5)
+    return save_checkpoint(path, family="looped", model_config=config,
+                           model_state=model.state_dict(), tokenizer=ByteTokenizer(),
+                           extra_meta={"step": 0})
+
+
+@pytest.mark.parametrize("make", [save_tiny_checkpoint, _blink_checkpoint],
+                         ids=["llama-per-row-positions", "blink-block-sparse-grouped"])
+def test_mixed_length_requests_batched_equal_each_alone(tmp_path, make):
     """Six seeded requests with prompts of different lengths, decoded in shared steps, write
     what `tinylm generate` writes for each alone."""
-    loaded = tinylm.load(save_tiny_checkpoint(tmp_path / "ckpt"))
-    prompts = ["Once upon a time", "A", "The little dog ran", "Hi", "Tom and Sue", "Zzz"]
+    loaded = tinylm.load(make(tmp_path / "ckpt"))
+    # "Hi" and "Yo" have one length, so even a model stepped by position shares passes
+    prompts = ["Once upon a time", "A", "The little dog ran", "Hi", "Tom and Sue", "Yo"]
     sampling = SamplingConfig(temperature=0.8, top_k=20)
     scheduler = Scheduler(loaded.model, loaded.tokenizer, max_batch=8, max_queue=8)
 
@@ -172,7 +192,7 @@ def test_a_client_gone_mid_stream_frees_its_row():
 def test_more_choices_than_slots_all_finish(max_batch):
     """n = 5 choices through 1 or 3 slots: rows join as others leave (continuous batching)."""
     model = ScriptedModel(b"xyz", len(b"p"))
-    with serving(model, max_batch=max_batch) as (base, scheduler):
+    with serving(model, max_batch=max_batch) as (base, _):
         reply = _client(base).completions.create(model="scripted", prompt="p", n=5,
                                                  temperature=0, max_tokens=10)
     assert [c.text for c in reply.choices] == ["xyz"] * 5

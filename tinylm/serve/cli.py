@@ -32,10 +32,10 @@ def register(sub) -> None:
 
 def _check_flags(args: argparse.Namespace) -> None:
     checks = [(0 <= args.port <= 65535, f"--port must be in [0, 65535], got {args.port}"),
-              (1 <= args.max_batch <= 4096, f"--max-batch must be in [1, 4096], got "
-                                            f"{args.max_batch}"),
-              (0 <= args.max_queue <= 100_000, f"--max-queue must be in [0, 100000], got "
-                                               f"{args.max_queue}"),
+              (1 <= args.max_batch <= 4096,
+               f"--max-batch must be in [1, 4096], got {args.max_batch}"),
+              (0 <= args.max_queue <= 100_000,
+               f"--max-queue must be in [0, 100000], got {args.max_queue}"),
               (args.api_key is None or args.api_key != "", "--api-key must not be empty"),
               (args.model_name is None or args.model_name.strip() != "",
                "--model-name must not be empty")]
@@ -57,8 +57,8 @@ def default_model_name(path: Path) -> str:
 def cmd_serve(args) -> None:
     _check_flags(args)
     try:
-        import uvicorn  # noqa: F401
         import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
     except ModuleNotFoundError:
         raise TinyLMError("tinylm serve needs FastAPI and uvicorn: pip install "
                           "'tinylm[serve]'") from None

@@ -9,7 +9,9 @@ per-row positions of `models/common.py`: row b attends to its own keys [0, pos[b
 that finishes (eos, a stop string, max_tokens, a client gone) leaves at once and the last row
 moves into its slot, so the batch stays packed and a waiting request takes the slot next step.
 This is the scheduling of Orca (Yu et al., OSDI 2022) and vLLM's continuous batching, without
-paging: a tiny model's cache for every slot fits in memory whole.
+paging: a tiny model's cache for every slot fits in memory whole. Block-sparse attention
+(Blink-1's) takes one position per pass, so for such a model the rows are stepped in groups
+of equal position: one pass per distinct length in the batch, still exact.
 
 Each row samples with its own generator and the same `sample_next` as `tinylm generate`, so a
 request's text does not depend on what else is in the batch (to float rounding of the batched
@@ -121,6 +123,14 @@ class _RowsView(KVCache):
         self.k, self.v, self.max_len = cache.k[:, :n], cache.v[:, :n], cache.max_len
 
 
+class _Gathered(KVCache):
+    """Copies of some rows of a KVCache, positions [0, length): a group stepped on its own."""
+
+    def __init__(self, cache: KVCache, index: torch.Tensor, length: int):
+        self.k, self.v = cache.k[:, index, :, :length], cache.v[:, index, :, :length]
+        self.max_len = length
+
+
 # --------------------------------------------------------------------------- the scheduler
 
 class Scheduler:
@@ -130,6 +140,10 @@ class Scheduler:
         self.model, self.tokenizer = model, tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
         self.context = model.config.context_len
+        # Dense attention takes per-row positions; an `attention_fn` (block-sparse) takes one
+        # position per pass, so rows are stepped in groups of equal position instead.
+        self.per_row_positions = all(getattr(m, "attention_fn", None) is None
+                                     for m in model.modules())
         self._waiting: deque[Job] = deque()
         self._rows: list[_Row] = []
         self._wake = threading.Condition()
@@ -227,14 +241,39 @@ class Scheduler:
         if not self._rows:
             return
         tokens = torch.tensor([r.last for r in self._rows], device=device)
-        pos = torch.tensor([r.pos for r in self._rows], device=device)
-        view = _RowsView(self._cache, len(self._rows))
-        logits = self.model(tokens[:, None], view, pos)[:, -1]  # ONE pass: (rows, vocab)
-        self.steps += 1
-        self.rows_stepped += len(self._rows)
+        if self.per_row_positions:
+            pos = torch.tensor([r.pos for r in self._rows], device=device)
+            view = _RowsView(self._cache, len(self._rows))
+            logits = self.model(tokens[:, None], view, pos)[:, -1]  # ONE pass: (rows, vocab)
+            self._count_pass(len(self._rows))
+        else:
+            logits = self._step_by_position(tokens, device)
         for row, row_logits in zip(self._rows, logits):
             row.logits = row_logits
             row.pos += 1
+
+    def _step_by_position(self, tokens: torch.Tensor, device) -> torch.Tensor:
+        """One pass per distinct position, for attention that takes one position for the whole
+        batch (block-sparse, Blink's): the rows at that position are gathered out of the
+        shared cache, stepped together, and written back."""
+        by_pos: dict[int, list[int]] = {}
+        for slot, row in enumerate(self._rows):
+            by_pos.setdefault(row.pos, []).append(slot)
+        logits = None
+        for pos, slots in by_pos.items():
+            index = torch.tensor(slots, device=device)
+            group = _Gathered(self._cache, index, pos + 1)
+            out = self.model(tokens[index][:, None], group, pos)[:, -1]  # (len(slots), vocab)
+            self._cache.k[:, index, :, :pos + 1] = group.k
+            self._cache.v[:, index, :, :pos + 1] = group.v
+            logits = out.new_empty(len(self._rows), out.shape[-1]) if logits is None else logits
+            logits[index] = out
+            self._count_pass(len(slots))
+        return logits
+
+    def _count_pass(self, rows: int) -> None:
+        self.steps += 1
+        self.rows_stepped += rows
 
     def _advance(self, row: _Row, token: int) -> str | None:
         """Take `token` into the row's text; stream what is safe; the finish reason, if any."""

@@ -29,9 +29,6 @@ def load_served(path, device: str, name: str):
     if not callable(getattr(model, "new_cache", None)):
         raise TinyLMError(f"{path}: a {model.family} model has no KV cache; tinylm serve "
                           f"batches through one")
-    if any(getattr(m, "attention_fn", None) is not None for m in model.modules()):
-        raise TinyLMError(f"{path}: block-sparse attention takes one position for the whole "
-                          f"batch; tinylm serve cannot batch it yet (use tinylm generate)")
     created = int(Path(path, "meta.json").stat().st_mtime)
     return ServedModel(name, loaded.tokenizer, model.config.context_len, created), model
 
