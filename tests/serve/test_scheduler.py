@@ -21,7 +21,8 @@ from tinylm.infer import chatml
 from tinylm.infer.sampling import SamplingConfig
 from tinylm.models.common import KVCache
 from tinylm.serve.app import ServedModel, create_app
-from tinylm.serve.scheduler import Choice, Delta, Finished, Job, Scheduler, held_back
+from tinylm.serve.scheduler import (Choice, Delta, Finished, Job, QueueFull, Scheduler,
+                                    held_back)
 from tinylm.serve.server import bind
 from tinylm.tokenizers import ByteTokenizer
 
@@ -31,6 +32,25 @@ def test_held_back_is_the_longest_suffix_that_starts_a_stop():
     assert held_back("hello", ("<|im_end|>",)) == 0
     assert held_back("ab", ("b", "abc")) == 2  # "ab" may still become "abc"
     assert held_back("x", ()) == 0
+
+
+def test_the_queue_holds_max_queue_requests_beyond_the_free_slots():
+    """2 free slots + a queue of 1: the fourth waiting request is refused at once."""
+    model = ScriptedModel(b"x", 1)
+    scheduler = Scheduler(model, ByteTokenizer(), max_batch=2, max_queue=1)  # not started
+
+    async def submit_four() -> int:
+        loop = asyncio.get_running_loop()
+        accepted = 0
+        for _ in range(4):
+            try:
+                scheduler.submit(Job([Choice(0, [1], 1, SamplingConfig(), 0)], loop))
+                accepted += 1
+            except QueueFull:
+                break
+        return accepted
+
+    assert asyncio.run(submit_four()) == 3
 
 
 # --------------------------------------------------------------------------- real model

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--max-batch", type=int, default=32,
                    help="most rows decoded together per step (1 = one request at a time)")
     p.add_argument("--max-queue", type=int, default=64,
-                   help="most requests waiting for a batch slot; past it, 429")
+                   help="most requests waiting for a batch slot (beyond those that free "
+                        "slots take at once); past it, 429")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
     p.set_defaults(func=cmd_serve)
 
@@ -64,9 +65,13 @@ def cmd_serve(args) -> None:
                           "'tinylm[serve]'") from None
     from tinylm.serve.server import bind, load_served, run_server
 
-    served, model = load_served(args.checkpoint, args.device,
-                                args.model_name or default_model_name(Path(args.checkpoint)))
-    sock = bind(args.host, args.port)
+    sock = bind(args.host, args.port)  # a port in use is refused before the model loads
+    try:
+        served, model = load_served(args.checkpoint, args.device,
+                                    args.model_name or default_model_name(Path(args.checkpoint)))
+    except BaseException:
+        sock.close()
+        raise
     host, port = sock.getsockname()[:2]
     print(f"tinylm serve: {served.name} on http://{host}:{port}/v1 (max batch {args.max_batch},"
           f" queue {args.max_queue}{', API key required' if args.api_key else ''})", flush=True)

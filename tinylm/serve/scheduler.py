@@ -164,7 +164,9 @@ class Scheduler:
 
     def submit(self, job: Job) -> None:
         with self._wake:
-            if len(self._waiting) >= self.max_queue:
+            # Requests that free slots take at the next step are not waiting in the queue.
+            free = max(0, self.max_batch - len(self._rows))
+            if len(self._waiting) >= self.max_queue + free:
                 raise QueueFull(f"the server's queue is full ({self.max_queue} requests "
                                 f"waiting); retry later")
             self._waiting.append(job)
