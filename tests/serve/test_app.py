@@ -17,8 +17,14 @@ from tinylm.infer import chatml
 PROMPT = "Once upon a time"
 
 
+_LOADED = {}
+
+
 def _generate(server, prompt: str, n: int, seed: int, **sampling) -> str:
-    return tinylm.load(server.ckpt).generate(prompt, n, seed=seed, **sampling)
+    """What `tinylm generate` writes for this prompt and seed (the checkpoint loaded once)."""
+    if server.ckpt not in _LOADED:
+        _LOADED[server.ckpt] = tinylm.load(server.ckpt)
+    return _LOADED[server.ckpt].generate(prompt, n, seed=seed, **sampling)
 
 
 def test_models_lists_the_one_served_model(server):
