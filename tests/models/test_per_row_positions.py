@@ -17,6 +17,16 @@ SHAPES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core box a second thread mostly spins on ops this
+    small (see tests/export/test_single_file.py)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _alone(model, prompt: list[int], steps: int) -> tuple[list[torch.Tensor], list[int]]:
     """Greedy decoding of one prompt with the scalar-position cache: logits per step, ids."""
     cache = model.new_cache(1)

@@ -23,6 +23,15 @@ MODEL_NAME = "tiny"
 MAX_BATCH, MAX_QUEUE = 8, 4
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread in the test process too: a second one mostly spins at this size."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def save_tiny_checkpoint(path: Path, context_len: int = 128) -> Path:
     """A random llama with byte tokens; init_std 0.3 peaks the logits so that temperature and
     top-p change the draws."""

@@ -27,6 +27,19 @@ from tinylm.serve.server import bind
 from tinylm.tokenizers import ByteTokenizer
 
 
+def test_a_port_in_use_is_one_line():
+    import socket
+
+    from tinylm.errors import TinyLMError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(TinyLMError, match=f"cannot listen on 127.0.0.1:{port}: already in use"):
+            bind("127.0.0.1", port)
+
+
 def test_held_back_is_the_longest_suffix_that_starts_a_stop():
     assert held_back("hello <|im", ("<|im_end|>",)) == 4
     assert held_back("hello", ("<|im_end|>",)) == 0
