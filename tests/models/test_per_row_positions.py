@@ -13,7 +13,8 @@ SHAPES = {
               "ffn_hidden": 64, "context_len": 48, "init_std": 0.3},
     # odd head_dim: the partial-rotary path; prelude + shared loop + coda
     "looped": {"vocab_size": 50, "dim": 15, "n_heads": 5, "n_kv_heads": 5, "ffn_hidden": 24,
-               "context_len": 48, "loops": 2, "n_prelude": 1, "n_coda": 1, "lora_rank": 2, "init_std": 0.3},
+               "context_len": 48, "loops": 2, "n_prelude": 1, "n_coda": 1, "lora_rank": 2,
+               "init_std": 0.3},
 }
 
 
