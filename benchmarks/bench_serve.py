@@ -7,16 +7,18 @@ request at a time (`--max-batch 1`), at 1, 8 and 32 concurrent clients.
 
 Both sides are the real command (`python -m tinylm serve CKPT --port 0 ...`) in front of the
 same random checkpoint (a Llama of the chosen preset's shape with byte tokens; random weights
-decode as fast as trained ones), started one after the other on this machine with the same
-OMP_NUM_THREADS. The peer is the same code with one slot, so the ratio is what batching
-buys, nothing else. Every request is POST /v1/completions with the same prompt, a fixed seed
-per request (so both sides write the same tokens) and temperature 1; `--max-queue` is set
-above the number of clients, so no request is refused. Clients are threads of this process
-using http.client (lighter than the `openai` client, so the client side takes less of the
-CPU it shares with the server). For each concurrency c, c clients each send `--per-client`
-requests back to back; requests/s and completion tokens/s are over the wall time of all of
-them, prefill included. Each setting runs `--rounds` times; the best round is kept (other load
-on a shared machine can only slow a round down). The load average is printed before and after.
+decode as fast as trained ones), both up at once on this machine with the same OMP_NUM_THREADS
+and measured alternately, round by round. The peer is the same code with one slot, so the ratio
+is what batching buys, nothing else. Every request is POST /v1/completions with the same
+prompt, a fixed seed per request (so both sides write the same tokens) and temperature 1;
+`--max-queue` is set above the number of clients, so no request is refused. Clients are threads
+of this process using http.client (lighter than the `openai` client, so the client side takes
+less of the CPU it shares with the server). For each concurrency c, c clients each send `--per-
+client` requests back to back; requests/s and completion tokens/s are over the wall time of all
+of them, prefill included. Each setting runs `--rounds` times per side, the sides alternating;
+the best round is kept (other load on a shared machine can only slow a round down). At one
+client both sides do the same work, so that row's ratio shows how far the load skews it. The
+load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -128,20 +130,29 @@ def measure(host: str, port: int, clients: int, per_client: int, max_tokens: int
             "requests_per_s": requests / wall, "tokens_per_s": sum(tokens) / wall}
 
 
-def run_side(ckpt: Path, max_batch: int, args) -> dict[int, dict]:
-    proc, host, port = start_server(ckpt, max_batch, args.threads)
+def run_both(ckpt: Path, args) -> tuple[dict[int, dict], dict[int, dict]]:
+    """Both servers up at once (an idle one costs nothing), measured alternately round by
+    round, so a change in the machine's load hits both sides alike."""
+    sides = {"batched": max(CONCURRENCY), "serial": 1}
+    servers = {}
     try:
-        one_request(host, port, 0, 4)  # warm-up: first-call allocations, lazy imports
-        best: dict[int, dict] = {}
+        for name, max_batch in sides.items():
+            servers[name] = start_server(ckpt, max_batch, args.threads)
+            one_request(*servers[name][1:], 0, 4)  # warm-up: first-call allocations
+        best: dict[str, dict[int, dict]] = {name: {} for name in sides}
         for clients in CONCURRENCY:
             for _ in range(args.rounds):
-                result = measure(host, port, clients, args.per_client, args.max_tokens)
-                if clients not in best or result["wall_s"] < best[clients]["wall_s"]:
-                    best[clients] = result
-        return best
+                for name in sides:
+                    _, host, port = servers[name]
+                    result = measure(host, port, clients, args.per_client, args.max_tokens)
+                    kept = best[name].get(clients)
+                    if kept is None or result["wall_s"] < kept["wall_s"]:
+                        best[name][clients] = result
+        return best["batched"], best["serial"]
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main(argv=None) -> None:
@@ -152,8 +163,7 @@ def main(argv=None) -> None:
           f"OMP_NUM_THREADS={args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp), args.shape)
-        batched = run_side(ckpt, max(CONCURRENCY), args)
-        serial = run_side(ckpt, 1, args)
+        batched, serial = run_both(ckpt, args)
     print(f"\n{'clients':>7} | {'batched req/s':>13} {'tok/s':>8} | {'one-at-a-time req/s':>19} "
           f"{'tok/s':>8} | {'ratio':>5}")
     rows = []
