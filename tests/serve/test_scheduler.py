@@ -231,3 +231,24 @@ def test_more_choices_than_slots_all_finish(max_batch):
     assert [c.text for c in reply.choices] == ["xyz"] * 5
     assert {c.finish_reason for c in reply.choices} == {"stop"}
     assert reply.usage.completion_tokens == 5 * 4  # three bytes and the eos, per choice
+
+
+def test_a_client_gone_before_a_whole_answer_frees_its_row():
+    import socket
+
+    model = ScriptedModel(b"abcdefgh" * 30, len(b"go"), delay=0.02)
+    with serving(model) as (base, scheduler):
+        host, port = base.split("//")[1].split("/")[0].split(":")
+        body = b'{"model": "scripted", "prompt": "go", "max_tokens": 200, "temperature": 0}'
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: " + str(len(body)).encode()
+                         + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 20
+            while not scheduler._rows and time.monotonic() < deadline:
+                time.sleep(0.01)
+        deadline = time.monotonic() + 20
+        while scheduler._rows and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not scheduler._rows, "the row of a gone client is still decoding"
+        assert model.calls < 150  # far short of the 200 tokens it asked for

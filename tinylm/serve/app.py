@@ -15,9 +15,9 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tinylm.errors import TinyLMError
@@ -48,15 +48,16 @@ class ServedModel:
 # --------------------------------------------------------------------------- the app
 
 def create_app(served: ServedModel, scheduler: Scheduler, api_key: str | None = None) -> FastAPI:
-    app = FastAPI(title="tinylm serve", docs_url=None, redoc_url=None, openapi_url=None)
-    _add_error_handlers(app)
-
-    @app.middleware("http")
-    async def check_api_key(request: Request, call_next):
+    async def check_api_key(request: Request) -> None:
+        # A dependency of every route, not an HTTP middleware: starlette's BaseHTTPMiddleware
+        # wraps `receive`, and a handler behind it no longer sees its client disconnect.
         if api_key is not None and not _key_matches(request, api_key):
-            return JSONResponse(error_body("invalid API key: pass it as 'Authorization: Bearer "
-                                           "KEY'", code="invalid_api_key"), status_code=401)
-        return await call_next(request)
+            raise APIError(401, "invalid API key: pass it as 'Authorization: Bearer KEY'",
+                           code="invalid_api_key")
+
+    app = FastAPI(title="tinylm serve", docs_url=None, redoc_url=None, openapi_url=None,
+                  dependencies=[Depends(check_api_key)])
+    _add_error_handlers(app)
 
     @app.get("/v1/models")
     async def list_models():
@@ -68,16 +69,16 @@ def create_app(served: ServedModel, scheduler: Scheduler, api_key: str | None = 
         return _model_card(served)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, request: Request):
         _check_request(served, body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         encoded = [_encode(served, p, "prompt") for p in prompts]
         max_tokens = body.max_tokens or DEFAULT_COMPLETION_TOKENS
         return await _answer(served, scheduler, body, encoded, max_tokens, body.stop,
-                             "text_completion")
+                             "text_completion", request)
 
     @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatRequest):
+    async def chat_completions(body: ChatRequest, request: Request):
         _check_request(served, body)
         try:
             text = chatml.render(body.messages)
@@ -87,7 +88,7 @@ def create_app(served: ServedModel, scheduler: Scheduler, api_key: str | None = 
         limit = body.max_completion_tokens or body.max_tokens
         max_tokens = limit or max(1, served.context - len(ids))
         return await _answer(served, scheduler, body, [ids], max_tokens,
-                             [*body.stop, chatml.IM_END], "chat.completion")
+                             [*body.stop, chatml.IM_END], "chat.completion", request)
 
     return app
 
@@ -155,7 +156,7 @@ def _encode(served: ServedModel, text: str, param: str) -> list[int]:
 
 # --------------------------------------------------------------------------- answering
 
-async def _answer(served, scheduler, body, prompts, max_tokens, stops, kind):
+async def _answer(served, scheduler, body, prompts, max_tokens, stops, kind, request):
     """Queue the request (429 when full), then answer in one body or as a stream."""
     for ids in prompts:
         if len(ids) + max_tokens > served.context:
@@ -180,7 +181,27 @@ async def _answer(served, scheduler, body, prompts, max_tokens, stops, kind):
         include_usage = body.stream_options is not None and body.stream_options.include_usage
         return StreamingResponse(_stream(job, kind, meta, prompt_tokens, include_usage),
                                  media_type="text/event-stream")
-    return await _collect(job, kind, meta, prompt_tokens)
+    collect = asyncio.ensure_future(_collect(job, kind, meta, prompt_tokens))
+    watcher = asyncio.create_task(_cancel_when_gone(request, job, collect))
+    try:
+        return await collect
+    except asyncio.CancelledError:
+        if not job.cancelled:
+            raise
+        return Response(status_code=499)  # nobody is there to read it
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_when_gone(request: Request, job: Job, collect: asyncio.Future) -> None:
+    """A whole-body answer has no stream for starlette to cancel: poll for the client leaving,
+    then free its rows and stop waiting for them."""
+    while not collect.done():
+        if await request.is_disconnected():
+            job.cancel()
+            collect.cancel()
+            return
+        await asyncio.sleep(0.25)
 
 
 async def _events(job: Job):
