@@ -258,6 +258,13 @@ CASES = [
      "tokenizer hash"),
     ("export-tokenizer-hash", ["export", "single-file", "{other_tok}", "-o",
                                "{root}/x.py"], {}, "tokenizer hash"),
+    # tinylm serve: refused before it binds a port or loads a model
+    ("serve-missing-checkpoint", ["serve", "{root}/nowhere"], {}, "not found"),
+    ("serve-port-negative", ["serve", "{b}", "--port", "-1"], {}, "--port"),
+    ("serve-port-too-big", ["serve", "{b}", "--port", "70000"], {}, "--port"),
+    ("serve-max-batch-zero", ["serve", "{b}", "--max-batch", "0"], {}, "--max-batch"),
+    ("serve-empty-api-key", ["serve", "{b}", "--api-key", ""], {}, "--api-key"),
+    ("serve-bytes-changed", ["serve", "{scored}", "--port", "0"], {}, "sha256"),
 ]
 
 

@@ -50,6 +50,22 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
+def rope_rows(cos: torch.Tensor, sin: torch.Tensor, pos, length: int):
+    """The table rows for positions [pos, pos+length). `pos` is an int shared by the batch, or
+    a (B,) tensor of per-row positions for one token each (a server's batch of requests of
+    different lengths); then the rows come as (B, 1, 1, D/2), broadcasting over heads."""
+    if not torch.is_tensor(pos):
+        return cos[pos:pos + length], sin[pos:pos + length]
+    if length != 1:
+        raise ValueError(f"per-row positions take one token per row, got {length}")
+    return cos[pos][:, None, None], sin[pos][:, None, None]
+
+
+def positions_end(pos, length: int) -> int:
+    """One past the last position written: pos + length, for an int or per-row positions."""
+    return (int(pos.max()) if torch.is_tensor(pos) else pos) + length
+
+
 # --------------------------------------------------------------------------- MLP
 
 class SwiGLU(nn.Module):
@@ -82,13 +98,21 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
 
-    def update(self, layer: int, pos: int, k: torch.Tensor, v: torch.Tensor):
-        """Store k, v (B, kv_heads, T, D) at positions [pos, pos+T); return all keys so far."""
-        end = pos + k.shape[2]
+    def update(self, layer: int, pos, k: torch.Tensor, v: torch.Tensor):
+        """Store k, v (B, kv_heads, T, D) at positions [pos, pos+T); return all keys so far.
+
+        With per-row positions (a (B,) tensor, T = 1) row b writes at pos[b] and the keys come
+        back up to the furthest row; `causal_sdpa` masks each row's keys past its own pos."""
+        end = positions_end(pos, k.shape[2])
         if end > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} positions, asked for {end}")
-        self.k[layer, :, :, pos:end] = k
-        self.v[layer, :, :, pos:end] = v
+        if torch.is_tensor(pos):
+            rows = torch.arange(k.shape[0], device=k.device)
+            self.k[layer, rows, :, pos] = k[:, :, 0]  # (B, kv_heads, D) at (row, pos[row])
+            self.v[layer, rows, :, pos] = v[:, :, 0]
+        else:
+            self.k[layer, :, :, pos:end] = k
+            self.v[layer, :, :, pos:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
 
@@ -135,9 +159,13 @@ class CausalSelfAttention(nn.Module):
         return self.wo(out)
 
 
-def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: int) -> torch.Tensor:
-    """Dense causal attention where the T queries sit at positions [pos, pos+T) of the keys."""
+def causal_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos) -> torch.Tensor:
+    """Dense causal attention where the T queries sit at positions [pos, pos+T) of the keys;
+    with per-row positions (a (B,) tensor, T = 1) row b's query sees keys [0, pos[b]]."""
     q_len, k_len = q.shape[2], k.shape[2]
+    if torch.is_tensor(pos):
+        seen = torch.arange(k_len, device=q.device)[None] <= pos[:, None]  # (B, k_len)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=seen[:, None, None])
     if q_len == k_len:
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
     if q_len == 1:  # one new token sees every cached key: no mask needed

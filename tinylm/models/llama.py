@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, SwiGLU, init_linear_,
-                                  residual_std, rope_tables)
+                                  positions_end, residual_std, rope_rows, rope_tables)
 from tinylm.models.family import AlignSpec, CEngineSpec, ExportSpec, Family, Preset
 
 # %% export (copied into the single-file export; see export/single_file.py)
@@ -118,10 +118,11 @@ class Llama(nn.Module):
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None, pos: int = 0):
         """idx (B, T) token ids at positions [pos, pos+T) -> logits (B, T, vocab)."""
         length = idx.shape[1]
-        if pos + length > self.config.context_len:
-            raise ValueError(f"positions up to {pos + length} exceed the context length "
+        end = positions_end(pos, length)  # pos: an int, or (B,) per-row positions
+        if end > self.config.context_len:
+            raise ValueError(f"positions up to {end} exceed the context length "
                              f"{self.config.context_len}")
-        cos, sin = self.rope_cos[pos:pos + length], self.rope_sin[pos:pos + length]
+        cos, sin = rope_rows(self.rope_cos, self.rope_sin, pos, length)
         x = tokens = self.tok_emb(idx)  # (B, T, dim)
         for step in range(self.config.think_steps + 1):
             if step:  # a continuous thought, fed back beside the tokens (see looped.py)

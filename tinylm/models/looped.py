@@ -85,7 +85,7 @@ import torch
 from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, init_linear_,
-                                  residual_std, rope_tables)
+                                  positions_end, residual_std, rope_rows, rope_tables)
 from tinylm.models.llama import Block, Llama
 from tinylm.models.family import ExportSpec, Family, Preset
 from tinylm.models.llama import fused_splits
@@ -290,15 +290,16 @@ class Looped(nn.Module):
         """
         n_loops = self._check_loops(loops)
         length = idx.shape[1]
-        if pos + length > self.config.context_len:
-            raise ValueError(f"positions up to {pos + length} exceed the context length "
+        end = positions_end(pos, length)  # pos: an int, or (B,) per-row positions
+        if end > self.config.context_len:
+            raise ValueError(f"positions up to {end} exceed the context length "
                              f"{self.config.context_len}")
         per_pass = self.layers_per_pass(n_loops)
         if cache is not None and cache.k.shape[0] != per_pass * (self.config.think_steps + 1):
             raise ValueError(f"this KV cache has {cache.k.shape[0]} layers but the model runs "
                              f"{per_pass * (self.config.think_steps + 1)}; make it with "
                              f"new_cache() after set_loops()")
-        cos, sin = self.rope_cos[pos:pos + length], self.rope_sin[pos:pos + length]
+        cos, sin = rope_rows(self.rope_cos, self.rope_sin, pos, length)
         x = tokens = self.embed(idx)  # (B, T, dim)
         for step in range(self.config.think_steps + 1):
             if step:  # a continuous thought: the last hidden state, fed back beside the token
