@@ -8,8 +8,14 @@ import torch.nn.functional as F
 
 from tinylm.errors import TinyLMError
 from tinylm.infer.chatml import IM_END
-from tinylm.instruct.data import (IGNORE, ChatRows, build_rows, encode_conversation, pack_rows,
-                                  read_conversations)
+from tinylm.instruct.data import (
+    IGNORE,
+    ChatRows,
+    build_rows,
+    encode_conversation,
+    pack_rows,
+    read_conversations,
+)
 from tinylm.tokenizers import ByteTokenizer
 
 CHAT = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
@@ -63,7 +69,7 @@ def test_batches_are_a_pure_function_of_the_step():
 
 
 def test_named_sets_read_as_described(data_dir):
-    gsm, prints = read_conversations("gsm8k", data_dir)
+    gsm, _ = read_conversations("gsm8k", data_dir)
     assert len(gsm) == 7473 and gsm[0][1]["content"].endswith("#### 72")
     seed, _ = read_conversations("self-instruct", data_dir)
     assert len(seed) >= 175 and all(c[-1]["role"] == "assistant" for c in seed)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.instruct.conftest import TINY_LLAMA
 from tinylm.instruct.vocab import extend_vocab, vocab_axes
 from tinylm.models import build_model
-
-from tests.instruct.conftest import TINY_LLAMA
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -37,7 +37,7 @@ def cmd_chat(args) -> None:
 
     model = LoadedModel.from_checkpoint(args.checkpoint, device=args.device)
     session = ChatSession(model, sampling, args.n, args.seed, args.system)
-    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    say = lambda s: print(s, file=sys.stderr, flush=True)
     if args.message is None:
         interactive(session, say=say)
         return
@@ -46,7 +46,7 @@ def cmd_chat(args) -> None:
 
         say(render([*([{"role": "system", "content": args.system}] if args.system else []),
                     {"role": "user", "content": args.message}]))
-    write = lambda s: (sys.stdout.write(s), sys.stdout.flush())  # noqa: E731
+    write = lambda s: (sys.stdout.write(s), sys.stdout.flush())
     _, ended = session.reply(args.message, write, say)
     write("\n")
     if not ended:

@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tinylm.errors import TinyLMError
 from tinylm.infer import chatml
@@ -208,7 +207,10 @@ class ChatRows:
     def __len__(self) -> int:
         return int(self.mask.sum())
 
-    def _xy(self, picks) -> tuple[torch.Tensor, torch.Tensor]:
+    def _xy(self, picks):
+        """(x, y) tensors of the picked rows; y is -100 where the target is not trained."""
+        import torch
+
         ids, mask = torch.from_numpy(self.ids[picks]), torch.from_numpy(self.mask[picks])
         y = ids[:, 1:].masked_fill(~mask[:, 1:], IGNORE)
         return ids[:, :-1].contiguous(), y.contiguous()

@@ -63,6 +63,8 @@ def run_sft(args) -> Path:
 def plan_sft_run(base_path: Path, data: str, data_dir, config):
     """Everything checked and decided before anything is written: (spec, tokenizer)."""
     from tinylm.instruct.data import build_rows, read_conversations
+
+    conversations, fingerprint = read_conversations(data, data_dir)  # torch-free: first
     from tinylm.instruct.vocab import chat_tokenizer, vocab_axes
     from tinylm.train.checkpoint import load_checkpoint
     from tinylm.train.loop import RunSpec, pick_device
@@ -74,7 +76,6 @@ def plan_sft_run(base_path: Path, data: str, data_dir, config):
     if config.seq_len > context:
         raise TinyLMError(f"seq_len {config.seq_len} exceeds the model's context {context}")
     tokenizer, added = chat_tokenizer(base.tokenizer)
-    conversations, fingerprint = read_conversations(data, data_dir)
     build_rows(conversations, tokenizer, config.seq_len or context, config.val_permille)
     model_config = {**base_config, "vocab_size": tokenizer.vocab_size}
     extension = None
@@ -100,8 +101,13 @@ def new_sft_run(base_path: Path, data: str, data_dir, out: Path, flags: dict,
                 config_file=None, progress: bool = True) -> Path:
     from tinylm.io import write_text_atomic
     from tinylm.lock import run_lock
-    from tinylm.train.session import (RUN_FILE, build_train_config, check_out_folder,
-                                      resume_run, undo_failed_start)
+    from tinylm.train.session import (
+        RUN_FILE,
+        build_train_config,
+        check_out_folder,
+        resume_run,
+        undo_failed_start,
+    )
 
     config = build_train_config({"train": SFT_DEFAULTS}, config_file, flags)
     check_out_folder(out)

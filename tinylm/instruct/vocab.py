@@ -22,8 +22,6 @@ learns what the markers mean.
 
 from __future__ import annotations
 
-import torch
-
 from tinylm.errors import TinyLMError
 from tinylm.infer.chatml import MARKERS
 
@@ -64,9 +62,11 @@ def vocab_axes(family: str, model_config: dict, added: int) -> dict[str, int]:
     return axes
 
 
-def extend_vocab(family: str, model_config: dict, state: dict[str, torch.Tensor],
-                 added: int) -> tuple[dict, dict[str, torch.Tensor], dict]:
+def extend_vocab(family: str, model_config: dict, state: dict, added: int
+                 ) -> tuple[dict, dict, dict]:
     """(new model config, new state, the note for meta.json) with `added` ids at the end."""
+    import torch
+
     if added == 0:
         return model_config, state, {}
     axes = vocab_axes(family, model_config, added)
