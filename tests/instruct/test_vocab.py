@@ -21,7 +21,8 @@ def test_new_rows_are_the_mean_and_old_logits_are_unchanged(tie):
     new_config, grown, note = extend_vocab("llama", config, state, 2)
     assert new_config["vocab_size"] == 42 and note["to"] == 42 and note["tensors"] == sorted(axes)
     for name in axes:
-        torch.testing.assert_close(grown[name][40:], state[name].mean(0, keepdim=True).expand(2, -1))
+        mean = state[name].mean(0, keepdim=True).expand(2, -1)
+        torch.testing.assert_close(grown[name][40:], mean)
         assert torch.equal(grown[name][:40], state[name])
     bigger = build_model("llama", new_config).eval()
     bigger.load_state_dict(grown)
