@@ -127,7 +127,7 @@ def new_sft_run(base_path: Path, data: str, data_dir, out: Path, flags: dict,
                 extension = spec.notes["sft"]["vocab_extension"]
                 if extension:
                     print(f"vocabulary {extension['from']} -> {extension['to']}: added "
-                          f"{', '.join(extension['added'])} ({extension['init']})")
+                          f"{', '.join(extension['added'])}; new rows: {extension['init']}")
                 return resume_run(out, {}, None, progress, fresh=True)
             except BaseException:
                 undo_failed_start(out, wrote)
