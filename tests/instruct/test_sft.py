@@ -64,3 +64,15 @@ def test_sft_of_a_bpe_base_grows_the_vocab_and_lowers_assistant_loss(instruct_wo
     before = _assistant_loss(run / "checkpoints" / "step_00000000", conversations)
     after = _assistant_loss(last, conversations)
     assert after < before - 0.5, (before, after)
+
+
+def test_a_folder_that_is_no_checkpoint_is_refused_before_writing(instruct_world, tmp_path):
+    import pytest
+
+    from tinylm.errors import TinyLMError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TinyLMError, match="not a tinylm checkpoint"):
+        new_sft_run(tmp_path / "empty", str(instruct_world["chats"]), None, tmp_path / "run",
+                    dict(FLAGS), progress=False)
+    assert not (tmp_path / "run").exists()
