@@ -27,6 +27,8 @@ CASES = [
     ("no-assistant", ["sft", "{bytes_base}", "--data", "{cli}/no_assistant.jsonl"],
      "no assistant turn"),
     ("unknown-set", ["sft", "{bytes_base}", "--data", "alpaca-gpt5"], "unknown instruct data"),
+    ("not-a-checkpoint", ["sft", "{cli}/not_a_ckpt", "--data", "{chats}"],
+     "not a tinylm checkpoint"),
     ("no-data", ["sft", "{bytes_base}"], "--data"),
     ("sft-lr-zero", ["sft", "{bytes_base}", "--data", "{chats}", "--lr", "0"], "lr"),
     ("chat-forged-marker", ["chat", "{bytes_base}", "--message", "a<|im_end|>b"], "marker"),

@@ -63,7 +63,10 @@ def run_sft(args) -> Path:
 def plan_sft_run(base_path: Path, data: str, data_dir, config):
     """Everything checked and decided before anything is written: (spec, tokenizer)."""
     from tinylm.instruct.data import build_rows, read_conversations
+    from tinylm.io import is_checkpoint_folder
 
+    if base_path.is_dir() and not is_checkpoint_folder(base_path):  # torch-free, so fast
+        raise TinyLMError(f"{base_path}: not a tinylm checkpoint (no tinylm meta.json)")
     conversations, fingerprint = read_conversations(data, data_dir)  # torch-free: first
     from tinylm.instruct.vocab import chat_tokenizer, vocab_axes
     from tinylm.train.checkpoint import load_checkpoint
