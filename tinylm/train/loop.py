@@ -244,8 +244,8 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
                           f"= {world * config.grad_accum}")
     torch.manual_seed(config.seed)
     model = build_model(spec.family, spec.model_config)
-    if spec.init_from:
-        model.load_state_dict(initial_weights(spec))
+    if spec.init_from and not (resume and list_checkpoints(out_dir / "checkpoints")):
+        model.load_state_dict(initial_weights(spec))  # a resume reads its own checkpoint
     seq_len = config.seq_len or model.config.context_len
     if seq_len > model.config.context_len:
         raise TinyLMError(f"seq_len {seq_len} exceeds the model's context {model.config.context_len}")
