@@ -62,7 +62,7 @@ def run_sft(args) -> Path:
 
 def plan_sft_run(base_path: Path, data: str, data_dir, config):
     """Everything checked and decided before anything is written: (spec, tokenizer)."""
-    from tinylm.instruct.data import build_rows, read_conversations
+    from tinylm.instruct.data import read_conversations, rows_for
     from tinylm.io import is_checkpoint_folder
 
     if base_path.is_dir() and not is_checkpoint_folder(base_path):  # torch-free, so fast
@@ -79,7 +79,8 @@ def plan_sft_run(base_path: Path, data: str, data_dir, config):
     if config.seq_len > context:
         raise TinyLMError(f"seq_len {config.seq_len} exceeds the model's context {context}")
     tokenizer, added = chat_tokenizer(base.tokenizer)
-    build_rows(conversations, tokenizer, config.seq_len or context, config.val_permille)
+    rows_for(conversations, fingerprint, tokenizer, config.seq_len or context,
+             config.val_permille)
     model_config = {**base_config, "vocab_size": tokenizer.vocab_size}
     extension = None
     if added:
