@@ -18,6 +18,8 @@ def train_batch(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int, 
     from tinylm.data.curriculum import CurriculumTokens
     from tinylm.data.mixture import MixedTokens, mixture_batch
 
+    if hasattr(tokens, "train_batch"):  # a source that makes its own batches (chat rows)
+        return tokens.train_batch(seq_len, global_batch, seed, step, micro, rank, world)
     if isinstance(tokens, MixedTokens):
         return mixture_batch(tokens, seq_len, global_batch, seed, step, micro, rank, world)
     if isinstance(tokens, CurriculumTokens):  # the easy prefix this step may draw from
@@ -39,6 +41,9 @@ def validation_batches(tokens: np.ndarray, seq_len: int, batch: int, n_batches: 
     at every evaluation, so validation losses are comparable across steps and runs."""
     from tinylm.data.mixture import MixedTokens, mixture_validation
 
+    if hasattr(tokens, "validation_batches"):
+        yield from tokens.validation_batches(seq_len, batch, n_batches)
+        return
     if isinstance(tokens, MixedTokens):
         yield from mixture_validation(tokens, seq_len, batch, n_batches)
         return

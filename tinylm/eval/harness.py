@@ -500,10 +500,34 @@ def summary(results: dict, arc_metric: str | None = None) -> dict:
             flat["composite_se"] = se
         flat["arc_metric"] = arc_metric
         flat["arc_shots"] = ok["arc_easy"].get("shots", 0)
+    if "gsm8k_chat" in ok:  # the instruct metric (tasks/gsm8k_chat.py)
+        for name in ("ce_loss", "bits_per_byte", "ended", "format", "acc"):
+            put(f"gsm8k_chat_{'ce' if name == 'ce_loss' else name}", ok["gsm8k_chat"], name)
+        if "composite" in flat:
+            flat.update(instruct_composite(flat))
     splits = {(r.get("settings") or {}).get("split") for b, r in results.items() if b in ok}
     if len(splits) == 1 and None not in splits:
         flat["split"] = splits.pop()
     return flat
+
+
+def instruct_composite(flat: dict) -> dict:
+    """The instruct tournament's score: mean(WikiText-2 CE, 1 - BLiMP, 1 - ARC-Easy, GSM8K-chat
+    answer CE, 1 - GSM8K-chat turns ended with <|im_end|>), lower is better: the base
+    composite's three terms, so an instruct model may not forget the language it knew, plus
+    the two terms SFT is for. Its se treats the five as independent."""
+    import math
+
+    arc = flat.get("arc_metric", "acc")
+    terms = [(flat["wikitext2_ce"], flat.get("wikitext2_ce_se")),
+             (1 - flat["blimp_acc"], flat.get("blimp_acc_se")),
+             (1 - flat[f"arc_easy_{arc}"], flat.get(f"arc_easy_{arc}_se")),
+             (flat["gsm8k_chat_ce"], flat.get("gsm8k_chat_ce_se")),
+             (1 - flat["gsm8k_chat_ended"], flat.get("gsm8k_chat_ended_se"))]
+    out = {"instruct_composite": sum(v for v, _ in terms) / len(terms)}
+    if all(se is not None for _, se in terms):
+        out["instruct_composite_se"] = math.sqrt(sum(se * se for _, se in terms)) / len(terms)
+    return out
 
 
 def composite(wikitext2_ce: float, blimp_acc: float, arc_easy: float) -> float:

@@ -35,7 +35,14 @@ COLUMNS = [
     ("arc_easy_acc", "ARC-E acc", "higher", "{:.2%}"),
     ("arc_easy_acc_norm", "ARC-E acc_norm", "higher", "{:.2%}"),
     ("arc_challenge_acc", "ARC-C acc", "higher", "{:.2%}"),
+    # shown only where scored: the instruct metric (gsm8k_chat, tournament --objective instruct)
+    ("base_composite", "base composite", "lower", "{:.4f}"),
+    ("gsm8k_chat_ce", "GSM8K-chat CE", "lower", "{:.4f}"),
+    ("gsm8k_chat_ended", "ends turn", "higher", "{:.2%}"),
 ]
+INSTRUCT_NOTE = ("Composite (instruct objective) = mean(WikiText-2 CE, 1 - BLiMP acc, 1 - "
+                 "ARC-Easy acc, GSM8K-chat answer CE, 1 - share of answers ending with "
+                 "<|im_end|>); base composite = the first three; lower is better.")
 
 
 @dataclass
@@ -184,6 +191,8 @@ def to_markdown(entries: list[Entry], title: str = "Leaderboard", note: str = ""
                      + " | ".join(cells) + " |")
     lines += ["", ("Bold: best in its column. Composite = mean(WikiText-2 CE, 1 - BLiMP acc, "
                    "1 - ARC-Easy acc); lower is better.")]
+    if any("base_composite" in e.metrics for e in entries):
+        lines[-1] = f"Bold: best in its column. {INSTRUCT_NOTE}"
     return "\n".join(lines) + "\n"
 
 

@@ -180,6 +180,9 @@ def _check_config_fields(family: str, model_config: dict) -> None:
 
 def tokenizer_data(tokenizer) -> dict:
     """What the exported tokenizer part needs, as plain JSON-able data."""
+    if tokenizer.specials:  # the standalone encoders know no appended tokens (yet)
+        raise TinyLMError(f"export of a {tokenizer.kind} tokenizer with special tokens "
+                          f"({', '.join(tokenizer.specials)}) is not supported yet")
     if tokenizer.kind == "bytes":
         return {"kind": "bytes"}
     if tokenizer.kind == "bpe":

@@ -214,7 +214,8 @@ def cmd_tournament(args) -> None:
                               method=args.method, search=args.search, budget=args.budget,
                               per_metric_seeds=args.per_metric_seeds, baselines=args.baselines,
                               lawa_k=args.lawa_k, seed=args.seed)
-    scorer, settings = make_scorer(scoring_from_args(args, "selection"), args.data_dir)
+    scorer, settings = make_scorer(scoring_from_args(args, "selection"), args.data_dir,
+                                   objective=args.objective)
     check_output(run / "champion", "checkpoint")
     with run_lock(run):
         tournament = Tournament(run, config, scorer, settings)
@@ -269,5 +270,8 @@ def register(sub) -> None:
                    help="also score uniform/greedy soups, LAWA and EMA")
     p.add_argument("--lawa-k", type=int, default=defaults.lawa_k)
     p.add_argument("--seed", type=int, default=defaults.seed, help="the search's seed")
+    p.add_argument("--objective", default="base",
+                   help="base (the composite) | instruct (adds gsm8k_chat and ranks by the "
+                        "instruct composite: for an SFT run, whose step 0 is its base)")
     add_scoring_flags(p)
     p.set_defaults(func=cmd_tournament)

@@ -44,7 +44,8 @@ Scorer = Callable[[Path], dict]  # checkpoint folder -> metrics, with "composite
 SEARCHES = ("grid", "cmaes", "tpe")
 # Per-metric seeds of the pool ("the best checkpoints per benchmark", the Glint card), each with
 # the direction that is better.
-SEED_METRICS = (("wikitext2_ce", "lower"), ("blimp_acc", "higher"), ("arc_easy_acc", "higher"))
+SEED_METRICS = (("wikitext2_ce", "lower"), ("blimp_acc", "higher"), ("arc_easy_acc", "higher"),
+                ("gsm8k_chat_ce", "lower"))  # the last only where scored (--objective instruct)
 CHECKPOINT, BASELINE = -1, -2  # Entry.generation of a plain checkpoint and of a baseline
 
 

@@ -19,6 +19,7 @@ FORMAT = "tinylm-tokenizer"
 
 class Tokenizer(ABC):
     kind: str = ""
+    specials: tuple[str, ...] = ()  # appended one-id tokens (bpe, unigram: tokenizers/specials.py)
 
     @property
     @abstractmethod

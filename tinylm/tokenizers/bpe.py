@@ -12,6 +12,7 @@ from typing import Iterable
 
 from tinylm.errors import TinyLMError
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.specials import SpecialTokens
 
 EOS_TOKEN = "<|endoftext|>"
 
@@ -34,7 +35,7 @@ def byte_to_char_table() -> list[str]:
 class BPETokenizer(Tokenizer):
     kind = "bpe"
 
-    def __init__(self, hf_tokenizer):
+    def __init__(self, hf_tokenizer, specials=()):
         self._tok = hf_tokenizer
         self._tok.encode_special_tokens = True  # a literal "<|endoftext|>" in text is text
         eos = self._tok.token_to_id(EOS_TOKEN)
@@ -50,6 +51,9 @@ class BPETokenizer(Tokenizer):
             token = self._tok.id_to_token(i)
             self._id_bytes.append(b"" if i == eos or token is None else
                                   bytes(char_to_byte[c] for c in token))
+        # appended specials (the ChatML markers): one id each, after the trained vocabulary
+        self._specials = SpecialTokens(specials, len(self._id_bytes))
+        self._id_bytes += self._specials.byte_table()
 
     # ------------------------------------------------------------------ training
 
@@ -79,7 +83,19 @@ class BPETokenizer(Tokenizer):
     def eos_id(self) -> int:
         return self._eos
 
+    @property
+    def specials(self) -> tuple[str, ...]:
+        return self._specials.tokens
+
+    def with_specials(self, tokens) -> "BPETokenizer":
+        """This tokenizer with `tokens` appended as special tokens (new ids at the end)."""
+        return BPETokenizer(self._tok, (*self.specials, *(t for t in tokens
+                                                          if t not in self.specials)))
+
     def encode(self, text: str | bytes) -> list[int]:
+        return self._specials.encode(text, self._encode_plain)
+
+    def _encode_plain(self, text: str | bytes) -> list[int]:
         if isinstance(text, str):
             try:
                 return self._tok.encode(text, add_special_tokens=False).ids
@@ -89,6 +105,8 @@ class BPETokenizer(Tokenizer):
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         # `tokenizers` runs the batch on all cores in Rust: this is the fast path for packing.
+        if any(self._specials.occur_in(t) for t in texts):
+            return [self.encode(t) for t in texts]
         return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
 
     def _encode_bytes(self, data: bytes) -> list[int]:
@@ -113,10 +131,13 @@ class BPETokenizer(Tokenizer):
             raise TinyLMError(f"token id out of range for a {len(table)}-token BPE vocab") from None
 
     def to_dict(self) -> dict:
-        return {"vocab_size": self.vocab_size, "hf_json": self._tok.to_str()}
+        data = {"vocab_size": self.vocab_size, "hf_json": self._tok.to_str()}
+        if self.specials:  # only then: older files keep their content hash
+            data["specials"] = list(self.specials)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "BPETokenizer":
         from tokenizers import Tokenizer as HFTokenizer
 
-        return cls(HFTokenizer.from_str(data["hf_json"]))
+        return cls(HFTokenizer.from_str(data["hf_json"]), data.get("specials", ()))

@@ -16,6 +16,7 @@ from typing import Iterable
 
 from tinylm.errors import TinyLMError
 from tinylm.tokenizers.base import Tokenizer
+from tinylm.tokenizers.specials import SpecialTokens
 
 UNK_ID, EOS_ID = 0, 1
 REPLACEMENT = "\ufffd".encode("utf-8")
@@ -24,7 +25,7 @@ REPLACEMENT = "\ufffd".encode("utf-8")
 class UnigramTokenizer(Tokenizer):
     kind = "unigram"
 
-    def __init__(self, model_proto: bytes):
+    def __init__(self, model_proto: bytes, specials=()):
         import sentencepiece as spm
 
         self._proto = model_proto
@@ -38,6 +39,9 @@ class UnigramTokenizer(Tokenizer):
             else:
                 self._piece_bytes.append(self._sp.id_to_piece(i).replace("\u2581", " ")
                                          .encode("utf-8"))
+        # appended specials (the ChatML markers): one id each, after the trained pieces
+        self._specials = SpecialTokens(specials, len(self._piece_bytes))
+        self._piece_bytes += self._specials.byte_table()
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int) -> "UnigramTokenizer":
@@ -68,21 +72,36 @@ class UnigramTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return self._sp.get_piece_size()
+        return len(self._piece_bytes)
+
+    @property
+    def specials(self) -> tuple[str, ...]:
+        return self._specials.tokens
+
+    def with_specials(self, tokens) -> "UnigramTokenizer":
+        """This tokenizer with `tokens` appended as special tokens (new ids at the end)."""
+        return UnigramTokenizer(self._proto, (*self.specials, *(t for t in tokens
+                                                                if t not in self.specials)))
 
     @property
     def eos_id(self) -> int:
         return EOS_ID
 
     def encode(self, text: str | bytes) -> list[int]:
+        return self._specials.encode(self._text(text), self._sp.encode)
+
+    @staticmethod
+    def _text(text: str | bytes) -> str:
         if not isinstance(text, str):
             try:
                 text = bytes(text).decode("utf-8")
             except UnicodeDecodeError as err:
                 raise TinyLMError(f"unigram tokenizer needs valid UTF-8 text: {err}") from None
-        return self._sp.encode(text)
+        return text
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        if any(self._specials.occur_in(t) for t in texts):
+            return [self.encode(t) for t in texts]
         return self._sp.encode(texts, num_threads=2)
 
     def decode_bytes(self, ids) -> bytes:
@@ -93,9 +112,12 @@ class UnigramTokenizer(Tokenizer):
             raise TinyLMError(f"token id out of range for a {len(table)}-piece vocab") from None
 
     def to_dict(self) -> dict:
-        return {"vocab_size": self.vocab_size,
+        data = {"vocab_size": self.vocab_size,
                 "sentencepiece_model": base64.b64encode(self._proto).decode("ascii")}
+        if self.specials:  # only then: older files keep their content hash
+            data["specials"] = list(self.specials)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "UnigramTokenizer":
-        return cls(base64.b64decode(data["sentencepiece_model"]))
+        return cls(base64.b64decode(data["sentencepiece_model"]), data.get("specials", ()))

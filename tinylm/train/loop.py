@@ -131,6 +131,16 @@ class RunSpec:
     data_dir: str | None = None
     preset: str | None = None
     curriculum: bool = False        # follow a ranked dataset's order (data/curriculum.py)
+    data_kind: str = "text"
+    """What `data` names (DATA_KINDS): text documents (pre-training), or chat conversations
+    trained on their assistant turns only (`tinylm sft`)."""
+    init_from: str | None = None
+    """A checkpoint whose weights start the run instead of a random init (grown to the run's
+    vocabulary when the run's tokenizer appended tokens to the checkpoint's); with it, the
+    starting weights are saved as step 0, so the run's checkpoints include its base."""
+    notes: dict | None = None
+    """Written into every checkpoint's meta.json (what `tinylm sft` records: base, vocab
+    extension, data)."""
 
 
 @dataclass
@@ -181,6 +191,8 @@ def train(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path, resume: 
     from tinylm.train import distributed
 
     state = setup_training(spec, config, tokenizer, out_dir, resume, on_checkpoint)
+    if spec.init_from and state.step == 0:  # the base itself, so merges can reach it
+        checkpoint(state, None)
     bar = None
     if progress and state.is_main:
         from tqdm import tqdm
@@ -233,6 +245,8 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
                           f"= {world * config.grad_accum}")
     torch.manual_seed(config.seed)
     model = build_model(spec.family, spec.model_config)
+    if spec.init_from and not (resume and list_checkpoints(out_dir / "checkpoints")):
+        model.load_state_dict(initial_weights(spec))  # a resume reads its own checkpoint
     seq_len = config.seq_len or model.config.context_len
     if seq_len > model.config.context_len:
         raise TinyLMError(f"seq_len {seq_len} exceeds the model's context {model.config.context_len}")
@@ -262,9 +276,46 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
     return state
 
 
+def initial_weights(spec: RunSpec) -> dict[str, torch.Tensor]:
+    """The weights of `spec.init_from`, with vocabulary rows appended when the run's vocabulary
+    is the checkpoint's plus appended tokens (`tinylm.instruct.vocab`)."""
+    from tinylm.instruct.vocab import extend_vocab
+
+    base = load_checkpoint(spec.init_from)
+    if base.meta["family"] != spec.family:
+        raise TinyLMError(f"{spec.init_from}: a {base.meta['family']} model, but the run "
+                          f"trains a {spec.family} model")
+    added = spec.model_config["vocab_size"] - base.meta["model_config"]["vocab_size"]
+    if added < 0:
+        raise TinyLMError(f"{spec.init_from}: vocabulary larger than the run's")
+    config, state, _ = extend_vocab(spec.family, base.meta["model_config"], base.model_state,
+                                    added)
+    if config != spec.model_config:
+        raise TinyLMError(f"{spec.init_from}: its model config no longer matches the run's")
+    return state
+
+
 def _token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: bool):
     """(train, val) tokens: arrays, or `MixedTokens` for a mixture of sources; rank 0 builds
-    the caches (one per source and split), the other ranks then read them."""
+    the caches (one per source and split), the other ranks then read them. Another data kind
+    (DATA_KINDS) makes its own (train, val) sources."""
+    import importlib
+
+    if spec.data_kind != "text":
+        if spec.data_kind not in DATA_KINDS:
+            raise TinyLMError(f"unknown data kind {spec.data_kind!r}; known: text, "
+                              f"{', '.join(DATA_KINDS)}")
+        module, _, function = DATA_KINDS[spec.data_kind].partition(":")
+        return getattr(importlib.import_module(module), function)(spec, config, tokenizer)
+    return _text_token_caches(spec, config, tokenizer, is_main)
+
+
+# Data kinds besides pre-training text -> "module:function(spec, config, tokenizer)" returning
+# (train, val) sources with `train_batch` and `validation_batches` (see data/sampler.py).
+DATA_KINDS = {"chat": "tinylm.instruct.data:chat_token_sources"}
+
+
+def _text_token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: bool):
     import numpy as np
 
     from tinylm.data.mixture import MixedTokens, parse_mixture
@@ -418,7 +469,7 @@ def checkpoint(state: TrainState, loss: float) -> None:
             extra_meta={"step": state.step, "tokens_seen": state.tokens_seen,
                         "metrics": {"train_loss": loss, "val_loss": state.val_loss},
                         "train_config": asdict(state.config), "data": state.spec.data,
-                        "preset": state.spec.preset})
+                        "preset": state.spec.preset, **(state.spec.notes or {})})
         prune_checkpoints(ckpt_dir, state.config.keep_last, state.config.keep_every)
         if state.on_checkpoint:
             state.on_checkpoint(state.last_ckpt)

@@ -82,9 +82,9 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def _register_builtins() -> None:
-    from tinylm.eval.tasks import arc, blimp, wikitext
+    from tinylm.eval.tasks import arc, blimp, gsm8k_chat, wikitext
 
-    for module in (wikitext, blimp, arc):
+    for module in (wikitext, blimp, arc, gsm8k_chat):
         for benchmark in module.BENCHMARKS:
             register(benchmark)
 
