@@ -199,7 +199,7 @@ def _load_extensions() -> None:
     import importlib
 
     for module in ("tinylm.eval.cli", "tinylm.merge.cli", "tinylm.export.cli",
-                   "tinylm.pipeline.cli", "tinylm.image.cli"):
+                   "tinylm.pipeline.cli", "tinylm.image.cli", "tinylm.export.import_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -25,7 +25,8 @@ from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, SwiGLU, init_linear_,
                                   residual_std, rope_tables)
-from tinylm.models.family import AlignSpec, ExportSpec, Family, Preset
+from tinylm.models.family import AlignSpec, ExportSpec, Family, HFAdapter, Preset
+from tinylm.models.llama_hf import llama_from_hf, llama_to_hf
 
 # %% export (copied into the single-file export; see export/single_file.py)
 
@@ -349,4 +350,5 @@ FAMILY = Family(
     group_of=Llama.parameter_group, depth_of=depth_of, fused_splits=fused_splits,
     align=align_spec, no_weight_decay=no_weight_decay,
     export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama"),
-                      model="Llama", config="LlamaConfig"))
+                      model="Llama", config="LlamaConfig"),
+    hf=HFAdapter(architecture="LlamaForCausalLM", to_hf=llama_to_hf, from_hf=llama_from_hf))
