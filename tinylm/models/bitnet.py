@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinylm.models.family import ExportSpec, Family, Preset
+from tinylm.models.family import ExportSpec, Family, HFAdapter, Preset
 from tinylm.models.llama import (Llama, LlamaConfig, align_spec, depth_of, fused_splits,
                                  no_weight_decay)
 
@@ -222,4 +222,8 @@ FAMILY = Family(
     export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama",
                                "tinylm.models.bitnet"), model="BitNet", config="BitNetConfig",
                       notes="BitNet b1.58: the weights are the fp latent weights; the model "
-                            "re-quantizes them to ternary on every forward."))
+                            "re-quantizes them to ternary on every forward."),
+    # a dequantized Llama would no longer be ternary nor quantize activations: other logits
+    hf=HFAdapter(refusal="its forward quantizes weights to ternary and activations to 8 bits, "
+                         "which LlamaForCausalLM does not compute, so no export would give "
+                         "equal logits (use `tinylm export bitnet` or `export single-file`)"))
