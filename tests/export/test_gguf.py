@@ -16,6 +16,7 @@ from tinylm.export.gguf import NO_MERGES, export_gguf, interleave_rope_rows
 from tinylm.export.hf_tokenizer import hf_tokenizer
 from tinylm.models.common import apply_rope, rope_tables
 from tinylm.tokenizers import BPETokenizer, ByteTokenizer, UnigramTokenizer
+from tinylm.io import check_output
 from tinylm.train.checkpoint import load_checkpoint
 
 gguf = pytest.importorskip("gguf")
@@ -126,9 +127,9 @@ def test_f16_keeps_norms_f32(exported, tmp_path):
     assert types["output_norm.weight"] == gguf.GGMLQuantizationType.F32
 
 
-def test_unsupported_inputs_get_one_line(exported, tmp_path, data_dir):
-    ckpt, path = exported
-    unigram = UnigramTokenizer.train([story(data_dir, 50_000)], 64)
+def test_unsupported_inputs_get_one_line(tmp_path, data_dir):
+    ckpt = trained_checkpoint(tmp_path / "bytes", ByteTokenizer(), story(data_dir, 3000), steps=1)
+    unigram = UnigramTokenizer.train([story(data_dir, 50_000)], 96)
     other = trained_checkpoint(tmp_path / "unigram", unigram, story(data_dir, 3000), steps=1)
     with pytest.raises(TinyLMError, match="unigram tokenizer is not exported to GGUF"):
         export_gguf(other, tmp_path / "u.gguf")
@@ -137,4 +138,5 @@ def test_unsupported_inputs_get_one_line(exported, tmp_path, data_dir):
     assert proc.returncode == 2 and "was not written by tinylm" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "theirs.gguf").read_bytes() == b"GGUF someone else's file"
-    run_cli("export", "gguf", str(ckpt), "-o", str(path))  # our own file is replaced
+    export_gguf(ckpt, tmp_path / "ours.gguf")
+    check_output(tmp_path / "ours.gguf", "file")  # our own file may be replaced: it is marked

@@ -5,6 +5,7 @@ line through the real CLI."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 
 from tests.conftest import run_cli
 from tinylm.errors import TinyLMError
-from tinylm.export.hf import export_hf, import_hf
+from tinylm.export.hf import check_hf_output, export_hf, import_hf
 from tinylm.export.hf_tokenizer import tokenizer_files
 from tinylm.models import build_model
 from tinylm.models.llama import LlamaConfig
@@ -65,6 +66,12 @@ def bpe_tokenizer(data_dir) -> BPETokenizer:
     return BPETokenizer.train([story(data_dir, 200_000)], 400)
 
 
+@pytest.fixture(scope="module")
+def byte_checkpoint(tmp_path_factory, data_dir) -> Path:
+    return trained_checkpoint(tmp_path_factory.mktemp("cli") / "ckpt", ByteTokenizer(),
+                              story(data_dir, 4000), steps=2)
+
+
 @pytest.fixture(scope="module", params=["bytes", "bpe"])
 def exported(request, tmp_path_factory, data_dir, bpe_tokenizer):
     """(checkpoint, HF folder): bytes with tied embeddings; BPE untied, GQA 4/2."""
@@ -79,7 +86,9 @@ def exported(request, tmp_path_factory, data_dir, bpe_tokenizer):
     return ckpt, folder / "hf"
 
 
+@functools.cache
 def load_transformers(folder: Path):
+    """(model, tokenizer) as transformers loads them from the folder, offline; loaded once."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return (AutoModelForCausalLM.from_pretrained(folder, local_files_only=True).eval(),
@@ -196,8 +205,8 @@ def test_import_of_a_transformers_llama_is_exact(random_hf_llama, tmp_path):
 
 # --------------------------------------------------------------------------- bad inputs
 
-def test_bad_inputs_get_one_line(exported, random_hf_llama, tmp_path):
-    ckpt, folder = exported
+def test_bad_inputs_get_one_line(byte_checkpoint, random_hf_llama, tmp_path):
+    ckpt = byte_checkpoint
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     (pickled / "config.json").write_text((random_hf_llama / "config.json").read_text())
@@ -214,8 +223,6 @@ def test_bad_inputs_get_one_line(exported, random_hf_llama, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     rows = [(["import", "hf", str(pickled), "-o", str(tmp_path / "a")], "never unpickles"),
             (["import", "hf", str(gpt2), "-o", str(tmp_path / "b")], "has no tinylm family"),
-            (["import", "hf", str(tmp_path / "missing"), "-o", str(tmp_path / "c")],
-             "not a folder"),
             (["export", "hf", str(ckpt), "-o", str(foreign)], "never replaced"),
             (["export", "hf", str(ckpt), "-o", str(tmp_path / "d"), "--dry-run"],
              "--dry-run goes with --push-to-hub")]
@@ -248,11 +255,35 @@ def test_families_without_an_exact_llama_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_push_to_hub_dry_run_lists_the_folder(exported, tmp_path):
-    ckpt, _ = exported
+def test_push_to_hub_dry_run_lists_the_folder(byte_checkpoint, tmp_path):
+    ckpt = byte_checkpoint
     proc = run_cli("export", "hf", str(ckpt), "-o", str(tmp_path / "hf"), "--no-check",
                    "--push-to-hub", "someone/tiny", "--dry-run")
     assert "would upload" in proc.stdout and "https://huggingface.co/someone/tiny" in proc.stdout
     assert "model.safetensors" in proc.stdout and "README.md" in proc.stdout
-    # a second export replaces the folder it wrote
-    run_cli("export", "hf", str(ckpt), "-o", str(tmp_path / "hf"), "--no-check")
+    check_hf_output(tmp_path / "hf", inputs=[ckpt])  # a folder it wrote may be replaced
+    export_hf(ckpt, tmp_path / "hf", check=False)
+    assert (tmp_path / "hf" / "model.safetensors").is_file()
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(TinyLMError, match="not a folder"):
+        import_hf(tmp_path / "missing", tmp_path / "out")
+
+
+def test_tokenizers_tinylm_cannot_hold_are_refused(bpe_tokenizer):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    from tinylm.export.hf_tokenizer import tinylm_tokenizer
+
+    word_level = HFTokenizer(models.WordLevel({"a": 0, "<unk>": 1}, unk_token="<unk>"))
+    with pytest.raises(TinyLMError, match="byte-level BPE tokenizers only"):
+        tinylm_tokenizer(word_level.to_str(), None, "tokenizer.json")
+    bpe_json = tokenizer_files(bpe_tokenizer, 64)["tokenizer.json"]
+    with pytest.raises(TinyLMError, match="its EOS token is '</s>'"):
+        tinylm_tokenizer(bpe_json, "</s>", "tokenizer.json")
+    with pytest.raises(TinyLMError, match="unreadable tokenizer.json"):
+        tinylm_tokenizer("{not json", None, "tokenizer.json")
+    assert tinylm_tokenizer(bpe_json, "<|endoftext|>", "t").content_hash() == \
+        bpe_tokenizer.content_hash()
