@@ -14,9 +14,9 @@ from tests.export.test_hf import story, trained_checkpoint
 from tinylm.errors import TinyLMError
 from tinylm.export.gguf import NO_MERGES, export_gguf, interleave_rope_rows
 from tinylm.export.hf_tokenizer import hf_tokenizer
+from tinylm.io import check_output
 from tinylm.models.common import apply_rope, rope_tables
 from tinylm.tokenizers import BPETokenizer, ByteTokenizer, UnigramTokenizer
-from tinylm.io import check_output
 from tinylm.train.checkpoint import load_checkpoint
 
 gguf = pytest.importorskip("gguf")

@@ -27,8 +27,15 @@ import torch
 
 from tinylm.errors import TinyLMError
 from tinylm.export.hf_tokenizer import tinylm_tokenizer, tokenizer_files
-from tinylm.io import (check_output, is_checkpoint_folder, is_run_folder, owns_file, remove_path,
-                       temp_prefix, write_error)
+from tinylm.io import (
+    check_output,
+    is_checkpoint_folder,
+    is_run_folder,
+    owns_file,
+    remove_path,
+    temp_prefix,
+    write_error,
+)
 
 HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "README.md",
             "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -164,11 +171,11 @@ def model_card(meta: dict, hf_config: dict, n_params: int, scores: dict | None =
     """README.md: YAML front matter for the hub, then what the checkpoint's meta.json says."""
     rows = [("family (tinylm)", meta["family"]), ("preset", meta.get("preset")),
             ("parameters", f"{n_params:,}"),
-            ("shape", f"dim {hf_config['hidden_size']}, {hf_config['num_hidden_layers']} layers, "
-                      f"{hf_config['num_attention_heads']} heads "
-                      f"({hf_config['num_key_value_heads']} KV), SwiGLU "
-                      f"{hf_config['intermediate_size']}, context "
-                      f"{hf_config['max_position_embeddings']}"),
+            ("shape", (f"dim {hf_config['hidden_size']}, {hf_config['num_hidden_layers']} "
+                       f"layers, {hf_config['num_attention_heads']} heads "
+                       f"({hf_config['num_key_value_heads']} KV), SwiGLU "
+                       f"{hf_config['intermediate_size']}, context "
+                       f"{hf_config['max_position_embeddings']}")),
             ("tokenizer", _tokenizer_line(meta.get("tokenizer") or {})),
             ("training data", meta.get("data")), ("steps", meta.get("step")),
             ("tokens seen", _number(meta.get("tokens_seen")))]
@@ -230,8 +237,8 @@ def _eval_summary(checkpoint: Path) -> dict:
 def push_to_hub(folder: Path, repo: str, dry_run: bool) -> list[str]:
     """Upload the folder to the hub repo (created if missing); with dry_run, only the lines
     saying what would be uploaded. Needs network and a token (`huggingface-cli login`)."""
-    lines = [f"{'would upload' if dry_run else 'uploading'} {folder} to "
-             f"https://huggingface.co/{repo}:"]
+    lines = [(f"{'would upload' if dry_run else 'uploading'} {folder} to "
+              f"https://huggingface.co/{repo}:")]
     lines += [f"  {p.name} ({p.stat().st_size:,} bytes)" for p in sorted(folder.iterdir())]
     if dry_run:
         return lines
@@ -245,7 +252,7 @@ def push_to_hub(folder: Path, repo: str, dry_run: bool) -> list[str]:
         api.create_repo(repo, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo,
                           commit_message="Upload from tinylm export hf")
-    except Exception as err:  # network, auth, a bad repo id: the hub library's own types
+    except Exception as err:  # noqa: BLE001 -- network, auth, bad repo id: the hub's own types
         raise TinyLMError(f"upload to {repo} failed: {str(err).splitlines()[0][:200]}") from None
     return lines
 

@@ -41,7 +41,8 @@ def hf_tokenizer(tokenizer: Tokenizer):
 
 
 def _bytes_as_bpe():
-    from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
 
     vocab = {symbol: byte for byte, symbol in enumerate(byte_to_char_table())}
     tok = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -54,7 +55,8 @@ def _bytes_as_bpe():
 
 def _unigram(tokenizer: UnigramTokenizer):
     import sentencepiece as spm
-    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, decoders, models, normalizers
+    from tokenizers import Tokenizer as HFTokenizer
 
     from tinylm.tokenizers.unigram import EOS_ID, UNK_ID
 
@@ -99,7 +101,7 @@ def tinylm_tokenizer(tokenizer_json: str, eos_token: str | None, where: str) -> 
     try:
         data = json.loads(tokenizer_json)
         tok = HFTokenizer.from_str(tokenizer_json)
-    except Exception as err:  # tokenizers raises its own Exception type on a bad file
+    except Exception as err:  # noqa: BLE001 -- tokenizers raises a bare Exception on a bad file
         raise TinyLMError(f"{where}: unreadable tokenizer.json ({str(err)[:120]})") from None
     model = data.get("model") or {}
     if model.get("type") != "BPE" or not _is_byte_level(data):
