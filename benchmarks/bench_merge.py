@@ -40,9 +40,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts, slerp_tensor
+from tinylm.merge.slerp import merge_state_dicts, slerp_tensor
 from tinylm.models import get_family
 from tinylm.models.llama import Llama, LlamaConfig
+from tinylm.models.llama import fused_splits as llama_fused_splits
 
 ATTN_GRADIENT = [0, 0.5, 0.3, 0.7, 1]  # mergekit examples/gradient-slerp.yml
 MLP_GRADIENT = [1, 0.5, 0.7, 0.3, 0]
@@ -113,7 +114,8 @@ def run_cli(cmd: list[str]) -> float:
 TINYLM_SCRIPT = """
 import json, sys
 from safetensors.torch import load_file, save_file
-from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts
+from tinylm.merge.slerp import merge_state_dicts
+from tinylm.models.llama import fused_splits as llama_fused_splits
 from tinylm.models.llama import LlamaConfig
 a, b, out, groups = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 config = LlamaConfig(vocab_size=500)
