@@ -34,6 +34,7 @@ from tinylm.infer.generate import LoadedModel, generate_ids
 from tinylm.infer.sampling import SamplingConfig
 
 PROMPT = "Once upon a time, there was a little"
+F32 = 0  # GGML_TYPE_F32, for llama.cpp's KV cache: the same arithmetic as tinylm's f32 cache
 
 
 def parse_args(argv=None):
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         context = ours.model.config.context_len
         llm = Llama(model_path=str(gguf_path), n_ctx=context, n_batch=context,
                     n_threads=args.threads, n_threads_batch=args.threads, logits_all=True,
-                    verbose=False)
+                    type_k=F32, type_v=F32, verbose=False)  # its default KV cache is f16
         prompt_ids = ours.tokenizer.encode(args.prompt)
         theirs_ids = llm.tokenize(args.prompt.encode("utf-8"), add_bos=False, special=False)
         n = min(args.n, context - len(prompt_ids))
