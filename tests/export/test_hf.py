@@ -220,15 +220,23 @@ def test_bad_inputs_get_one_line(byte_checkpoint, random_hf_llama, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     rows = [(["import", "hf", str(pickled), "-o", str(tmp_path / "a")], "never unpickles"),
             (["import", "hf", str(gpt2), "-o", str(tmp_path / "b")], "has no tinylm family"),
-            (["export", "hf", str(ckpt), "-o", str(foreign)], "never replaced"),
-            (["export", "hf", str(ckpt), "-o", str(tmp_path / "d"), "--dry-run"],
-             "--dry-run goes with --push-to-hub")]
+            (["export", "hf", str(ckpt), "-o", str(foreign)], "never replaced")]
     for args, message in rows:
         proc = run_cli(*args, check=False)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert (foreign / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_dry_run_needs_push_to_hub(byte_checkpoint, tmp_path, capsys):
+    """The command's own parser and error path, in this process (no subprocess needed)."""
+    from tinylm.cli import main
+
+    assert main(["export", "hf", str(byte_checkpoint), "-o", str(tmp_path / "d"),
+                 "--dry-run"]) == 2
+    assert "--dry-run goes with --push-to-hub" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
 
 
 def test_families_without_an_exact_llama_are_refused(tmp_path):
