@@ -40,8 +40,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts, slerp_tensor
+from tinylm.merge.slerp import merge_state_dicts, slerp_tensor
+from tinylm.models import get_family
 from tinylm.models.llama import Llama, LlamaConfig
+from tinylm.models.llama import fused_splits as llama_fused_splits
 
 ATTN_GRADIENT = [0, 0.5, 0.3, 0.7, 1]  # mergekit examples/gradient-slerp.yml
 MLP_GRADIENT = [1, 0.5, 0.7, 0.3, 0]
@@ -68,61 +70,18 @@ def make_pair(close: float) -> tuple[LlamaConfig, dict, dict]:
     return config, a, b
 
 
-HF_LAYER = {"attn_norm.weight": "input_layernorm.weight",
-            "attn.wo.weight": "self_attn.o_proj.weight",
-            "mlp_norm.weight": "post_attention_layernorm.weight",
-            "mlp.w2.weight": "mlp.down_proj.weight"}
-
-
-def to_hf(sd: dict, config: LlamaConfig) -> dict:
-    """tinylm llama names -> LlamaForCausalLM names; splits wqkv and w13. RoPE layouts agree."""
-    q, kv = config.n_heads * config.head_dim, config.n_kv_heads * config.head_dim
-    out = {"model.embed_tokens.weight": sd["tok_emb.weight"],
-           "model.norm.weight": sd["norm.weight"]}
-    if "lm_head.weight" in sd:
-        out["lm_head.weight"] = sd["lm_head.weight"]
-    for i in range(config.n_layers):
-        src, dst = f"layers.{i}.", f"model.layers.{i}."
-        for ours, theirs in HF_LAYER.items():
-            out[dst + theirs] = sd[src + ours]
-        for name, part in zip(("q_proj", "k_proj", "v_proj"),
-                              sd[src + "attn.wqkv.weight"].split([q, kv, kv])):
-            out[f"{dst}self_attn.{name}.weight"] = part
-        gate, up = sd[src + "mlp.w13.weight"].chunk(2)
-        out[dst + "mlp.gate_proj.weight"], out[dst + "mlp.up_proj.weight"] = gate, up
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def from_hf(hf: dict, config: LlamaConfig) -> dict:
-    sd = {"tok_emb.weight": hf["model.embed_tokens.weight"], "norm.weight": hf["model.norm.weight"]}
-    if "lm_head.weight" in hf and not config.tie_embeddings:
-        sd["lm_head.weight"] = hf["lm_head.weight"]
-    for i in range(config.n_layers):
-        src, dst = f"model.layers.{i}.", f"layers.{i}."
-        for ours, theirs in HF_LAYER.items():
-            sd[dst + ours] = hf[src + theirs]
-        sd[dst + "attn.wqkv.weight"] = torch.cat([hf[f"{src}self_attn.{n}.weight"]
-                                                  for n in ("q_proj", "k_proj", "v_proj")])
-        sd[dst + "mlp.w13.weight"] = torch.cat([hf[src + "mlp.gate_proj.weight"],
-                                                hf[src + "mlp.up_proj.weight"]])
-    return sd
-
-
-def hf_config(config: LlamaConfig) -> dict:
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-            "vocab_size": config.vocab_size, "hidden_size": config.dim,
-            "intermediate_size": config.ffn_hidden, "num_hidden_layers": config.n_layers,
-            "num_attention_heads": config.n_heads, "num_key_value_heads": config.n_kv_heads,
-            "head_dim": config.head_dim, "max_position_embeddings": config.context_len,
-            "rms_norm_eps": config.norm_eps, "rope_theta": config.rope_base, "hidden_act": "silu",
-            "tie_word_embeddings": config.tie_embeddings, "dtype": "float32",
-            "attention_bias": False, "mlp_bias": False}
-
-
 def write_hf(sd: dict, config: LlamaConfig, path: Path) -> None:
+    """The checkpoint as a LlamaForCausalLM folder, through the llama record's HF mapping."""
+    hf_config, tensors = get_family("llama").hf.to_hf(sd, config)
     path.mkdir(parents=True)
-    (path / "config.json").write_text(json.dumps(hf_config(config), indent=2))
-    save_file(to_hf(sd, config), str(path / "model.safetensors"), metadata={"format": "pt"})
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2))
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+def from_hf(path: Path) -> dict:
+    """A LlamaForCausalLM folder (mergekit's output) back to tinylm's names."""
+    hf_config = json.loads((path / "config.json").read_text())
+    return get_family("llama").hf.from_hf(hf_config, read_hf(path))[1]
 
 
 def read_hf(path: Path) -> dict:
@@ -155,7 +114,8 @@ def run_cli(cmd: list[str]) -> float:
 TINYLM_SCRIPT = """
 import json, sys
 from safetensors.torch import load_file, save_file
-from tinylm.merge.slerp import llama_fused_splits, merge_state_dicts
+from tinylm.merge.slerp import merge_state_dicts
+from tinylm.models.llama import fused_splits as llama_fused_splits
 from tinylm.models.llama import LlamaConfig
 a, b, out, groups = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 config = LlamaConfig(vocab_size=500)
@@ -286,7 +246,7 @@ def main() -> None:
             t_api = median_time(partial(mergekit_api_run, run_merge, merge_config, tmp / "mk_api",
                                         MergeOptions(copy_tokenizer=False, quiet=True)),
                                 args.cli_repeats)
-            theirs = from_hf(read_hf(out), config)
+            theirs = from_hf(out)
             print(f"mergekit run_merge in-process       : {t_api * 1e3:9.1f} ms   "
                   f"ratio vs tinylm load+merge+save: {t_api / t_io:6.1f}x")
             print(f"mergekit-yaml CLI (whole run)       : {t_cli * 1e3:9.1f} ms   "

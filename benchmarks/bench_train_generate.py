@@ -92,6 +92,7 @@ def build_models(seed: int = 0):
     """(tinylm model, peer model) with the same weights."""
     from transformers import LlamaForCausalLM
 
+    from tinylm.models import get_family
     from tinylm.models.llama import Llama, LlamaConfig
 
     torch.manual_seed(seed)
@@ -101,33 +102,13 @@ def build_models(seed: int = 0):
     n_peer = sum(p.numel() for p in peer.parameters())
     if n_ours != n_peer:
         raise SystemExit(f"parameter counts differ: tinylm {n_ours:,}, transformers {n_peer:,}")
-    missing, unexpected = peer.load_state_dict(to_hf_state_dict(ours), strict=False)
+    _, tensors = get_family("llama").hf.to_hf(ours.state_dict(), ours.config)  # the record's map
+    missing, unexpected = peer.load_state_dict(tensors, strict=False)
     if unexpected or [k for k in missing if k != "lm_head.weight"]:  # lm_head is tied
         raise SystemExit(f"weight copy failed: missing {missing}, unexpected {unexpected}")
     peer.generation_config.eos_token_id = None  # never stop early: both make every token
     peer.generation_config.pad_token_id = 0
     return ours, peer
-
-
-def to_hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """tinylm Llama weights under LlamaForCausalLM's names (fused projections split)."""
-    c = model.config
-    q_size, kv_size = c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-    out = {"model.embed_tokens.weight": model.tok_emb.weight,
-           "model.norm.weight": model.norm.weight}
-    if model.lm_head is not None:
-        out["lm_head.weight"] = model.lm_head.weight
-    for i, block in enumerate(model.layers):
-        pre = f"model.layers.{i}."
-        q, k, v = block.attn.wqkv.weight.split([q_size, kv_size, kv_size])
-        gate, up = block.mlp.w13.weight.chunk(2)
-        out.update({pre + "input_layernorm.weight": block.attn_norm.weight,
-                    pre + "self_attn.q_proj.weight": q, pre + "self_attn.k_proj.weight": k,
-                    pre + "self_attn.v_proj.weight": v, pre + "self_attn.o_proj.weight":
-                    block.attn.wo.weight, pre + "post_attention_layernorm.weight":
-                    block.mlp_norm.weight, pre + "mlp.gate_proj.weight": gate,
-                    pre + "mlp.up_proj.weight": up, pre + "mlp.down_proj.weight": block.mlp.w2.weight})
-    return {name: t.detach().clone() for name, t in out.items()}
 
 
 @torch.no_grad()

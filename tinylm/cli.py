@@ -204,7 +204,7 @@ def _load_extensions() -> None:
 
     for module in ("tinylm.eval.cli", "tinylm.merge.cli", "tinylm.export.cli",
                    "tinylm.pipeline.cli", "tinylm.image.cli",
-                   "tinylm.serve.cli", "tinylm.instruct.cli"):
+                   "tinylm.serve.cli", "tinylm.instruct.cli", "tinylm.export.import_cli"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from tinylm.errors import TinyLMError
+
 
 def cmd_export_single_file(args) -> None:
     from pathlib import Path
@@ -56,6 +58,31 @@ def cmd_export_c(args) -> None:
     print(f"wrote {out}/: run.c, model.bin ({written['model.bin']:,} bytes), tokenizer.bin"
           f"{extra}. Try:\n  cd {out} && cc -O2 -std=c99 -o run run.c -lm && "
           f"./run model.bin tokenizer.bin --prompt \"Once upon a time\" -n 100")
+def cmd_export_hf(args) -> None:
+    from tinylm.export.hf import check_hf_output, export_hf, push_to_hub
+
+    if args.dry_run and not args.push_to_hub:
+        raise TinyLMError("--dry-run goes with --push-to-hub REPO")
+    if args.push_to_hub is not None and args.push_to_hub.count("/") != 1:
+        raise TinyLMError(f"--push-to-hub takes a repo id OWNER/NAME, got {args.push_to_hub!r}")
+    check_hf_output(args.out, inputs=[args.checkpoint], force=args.force)
+    done = export_hf(args.checkpoint, args.out, check=not args.no_check)
+    checked = "" if done["max_abs_diff"] is None else \
+        f"; transformers' logits within {done['max_abs_diff']:.1e} of tinylm's"
+    print(f"wrote {done['out']} ({done['tensors']} tensors, {done['family']} as "
+          f"LlamaForCausalLM{checked})")
+    if args.push_to_hub:
+        print("\n".join(push_to_hub(done["out"], args.push_to_hub, args.dry_run)))
+
+
+def cmd_export_gguf(args) -> None:
+    from tinylm.export.gguf import export_gguf
+    from tinylm.io import check_output
+
+    check_output(args.out, "file", inputs=[args.checkpoint], force=args.force)
+    done = export_gguf(args.checkpoint, args.out, args.dtype)
+    print(f"wrote {done['out']} ({done['out'].stat().st_size:,} bytes; {done['tensors']} "
+          f"tensors {args.dtype}, tokenizer {done['tokenizer']})")
 
 
 def register(subparsers) -> None:
@@ -104,3 +131,25 @@ def register(subparsers) -> None:
     c.add_argument("--force", action="store_true", help="replace existing outputs not "
                    "written by tinylm")
     c.set_defaults(func=cmd_export_c)
+    h = sub.add_parser("hf", help="a Hugging Face folder (config.json, safetensors, "
+                       "tokenizer, model card) that transformers loads offline")
+    h.add_argument("checkpoint", help="a checkpoint folder")
+    h.add_argument("-o", "--out", required=True, help="the folder to write")
+    h.add_argument("--no-check", action="store_true", help="skip loading the folder with "
+                   "transformers and comparing its logits with tinylm's")
+    h.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this hub "
+                   "repo (OWNER/NAME; needs network and `huggingface-cli login`)")
+    h.add_argument("--dry-run", action="store_true", help="with --push-to-hub: list what "
+                   "would be uploaded, upload nothing")
+    h.add_argument("--force", action="store_true", help="replace an existing output file not "
+                   "written by tinylm")
+    h.set_defaults(func=cmd_export_hf)
+    g = sub.add_parser("gguf", help="a GGUF file (llama architecture) for llama.cpp")
+    g.add_argument("checkpoint", help="a checkpoint folder")
+    g.add_argument("-o", "--out", default="model.gguf", help="the .gguf file to write "
+                   "(default: model.gguf)")
+    g.add_argument("--dtype", choices=("f32", "f16"), default="f32", help="dtype of the "
+                   "matrices; norms stay f32 as llama.cpp's converter keeps them (default: f32)")
+    g.add_argument("--force", action="store_true", help="replace an existing output not "
+                   "written by tinylm")
+    g.set_defaults(func=cmd_export_gguf)

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tinylm.models.family import ExportSpec, Family, Preset
+from tinylm.models.family import ExportSpec, Family, HFAdapter, Preset
 from tinylm.models.llama import (Llama, LlamaConfig, align_spec, depth_of, fused_splits,
                                  no_weight_decay)
 
@@ -234,4 +234,8 @@ FAMILY = Family(
                                "tinylm.models.bitnet"), model="BitNet", config="BitNetConfig",
                       notes="BitNet b1.58: the weights are the fp latent weights; the model "
                             "re-quantizes them to ternary on every forward."),
-    c_export=bitnet_c_engine_spec)
+    c_export=bitnet_c_engine_spec,
+    # a dequantized Llama would no longer be ternary nor quantize activations: other logits
+    hf=HFAdapter(refusal="its forward quantizes weights to ternary and activations to 8 bits, "
+                         "which LlamaForCausalLM does not compute, so no export would give "
+                         "equal logits (use `tinylm export bitnet` or `export single-file`)"))

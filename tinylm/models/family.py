@@ -120,6 +120,29 @@ class CEngineSpec:
     tensors: tuple[tuple[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class HFAdapter:
+    """How a family maps to a Hugging Face `transformers` architecture, in the spirit of
+    torchtitan's per-family state_dict_adapter: `tinylm export hf`, `tinylm import hf` and
+    `tinylm export gguf` ask this, never a family name.
+
+    - `to_hf(state, config) -> (hf_config, tensors)`: the config.json dict (with
+      `architectures` and `model_type`) and the tensors under transformers' names; raises
+      `TinyLMError` (one line) for a config of the family that has no exact equivalent;
+    - `from_hf(hf_config, tensors) -> (config, state)`: the reverse, for `import hf`; None if
+      this family cannot be imported;
+    - `refusal`: when set, the family has no exact Hugging Face equivalent at all and this line
+      says why (to_hf and from_hf are then None);
+    - `architecture`: the transformers class `import hf` recognises in a config.json's
+      `architectures` to pick this family.
+    """
+
+    architecture: str = ""
+    to_hf: Callable[[Mapping[str, Any], Any], tuple[dict, dict]] | None = None
+    from_hf: Callable[[Mapping[str, Any], Mapping[str, Any]], tuple[Any, dict]] | None = None
+    refusal: str = ""
+
+
 def _default_breakdown(model) -> dict[str, int]:
     return {name: p.numel() for name, p in model.named_parameters()}
 
@@ -165,6 +188,9 @@ class Family:
     c_export: Callable[[Any], CEngineSpec] | None = None
     """model -> CEngineSpec: the model in the C engine's layout (`tinylm export c`); it raises
     ValueError for a setting the engine lacks. None: the family has no C export."""
+    hf: HFAdapter | None = None
+    """The Hugging Face mapping (`export hf`, `import hf`, `export gguf`), or None: those
+    commands refuse the family with one line."""
 
     def build(self, config_dict: Mapping[str, Any], where: str | None = None):
         """The model for a plain config dict, unknown keys refused with one line."""

@@ -25,7 +25,8 @@ from torch import nn
 
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, SwiGLU, init_linear_,
                                   positions_end, residual_std, rope_rows, rope_tables)
-from tinylm.models.family import AlignSpec, CEngineSpec, ExportSpec, Family, Preset
+from tinylm.models.family import AlignSpec, CEngineSpec, ExportSpec, Family, HFAdapter, Preset
+from tinylm.models.llama_hf import llama_from_hf, llama_to_hf
 
 # %% export (copied into the single-file export; see export/single_file.py)
 
@@ -395,4 +396,5 @@ FAMILY = Family(
     align=align_spec, no_weight_decay=no_weight_decay,
     export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama"),
                       model="Llama", config="LlamaConfig"),
-    c_export=c_engine_spec)
+    c_export=c_engine_spec,
+    hf=HFAdapter(architecture="LlamaForCausalLM", to_hf=llama_to_hf, from_hf=llama_from_hf))

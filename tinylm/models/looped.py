@@ -87,7 +87,7 @@ from torch import nn
 from tinylm.models.common import (CausalSelfAttention, KVCache, RMSNorm, init_linear_,
                                   positions_end, residual_std, rope_rows, rope_tables)
 from tinylm.models.llama import Block, Llama
-from tinylm.models.family import ExportSpec, Family, Preset
+from tinylm.models.family import ExportSpec, Family, HFAdapter, Preset
 from tinylm.models.llama import fused_splits
 from tinylm.models.lora import LoopLoRALinear, add_loop_lora, set_active_loop
 from tinylm.models.sparse_attention import BlockSparseConfig, enable_block_sparse
@@ -501,4 +501,9 @@ FAMILY = Family(
                       notes="Looped model: `model.loops = 8` runs the shared block 8 times per "
                             "token (any count up\nto max_loops; `loops` of MODEL_CONFIG is what "
                             "tinylm generate uses)."),
-    c_export=c_engine_spec)
+    c_export=c_engine_spec,
+    # Unrolling the loop into distinct Llama layers (LoRA merged per loop) would be exact but
+    # for the loop embeddings, which add a learned vector to the residual stream before each
+    # loop: LlamaForCausalLM has no such term (nor a factorized embedding, nor partial RoPE).
+    hf=HFAdapter(refusal="its per-loop embeddings add a learned vector to the residual stream "
+                         "before each loop, which LlamaForCausalLM cannot express"))
