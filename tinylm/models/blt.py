@@ -578,7 +578,7 @@ PRESETS = {
                "encoder_layers": 1, "decoder_layers": 2, "window": 64, "latent_dim": 192,
                "latent_layers": 2, "latent_heads": 4, "latent_ffn": 512, "cross_k": 3,
                "hash_vocab": 1024, "patcher_dim": 64, "patcher_layers": 2, "patcher_heads": 4,
-               "patcher_ffn": 192, "patcher_steps": 200, "patcher_lr": 3e-3,
+               "patcher_ffn": 192, "patcher_steps": 150, "patcher_lr": 3e-3,
                "target_patch_len": 4.4},
         train={"lr": 3e-3, "warmup_steps": 30, "schedule": "cosine", "batch_size": 16,
                "weight_decay": 0.1, "grad_clip": 1.0, "beta1": 0.9, "beta2": 0.95,
