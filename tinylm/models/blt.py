@@ -47,7 +47,6 @@ patcher, a 2-layer dim-256 llama with SwiGLU 768 and a 257-byte embedding, has 1
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass
 
@@ -56,9 +55,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from tinylm.models import blt_patching as patching
+from tinylm.models.blt_patching import MODES, next_byte_entropy, patch_ids, patch_starts
 from tinylm.models.common import KVCache, RMSNorm, init_linear_, residual_std, rope_tables
-from tinylm.models.family import Family, Preset
+from tinylm.models.family import ExportSpec, Family, Preset
 from tinylm.models.llama import Block, Llama, LlamaConfig
+
+# %% export (copied into the single-file export; see export/single_file.py)
 
 HASH_PRIME, HASH_MODULUS = 1_000_003, 2**31 - 1
 
@@ -112,8 +114,8 @@ class BLTConfig:
                            (self.latent_dim, self.latent_heads)):
             if dim % heads or (dim // heads) % 2:
                 raise ValueError(f"dim {dim} must split into {heads} heads of even width")
-        if self.patch_mode not in patching.MODES:
-            raise ValueError(f"patch_mode must be one of {patching.MODES}, got "
+        if self.patch_mode not in MODES:
+            raise ValueError(f"patch_mode must be one of {MODES}, got "
                              f"{self.patch_mode!r}")
         if self.patch_threshold < 0 or self.target_patch_len < 1:
             raise ValueError("patch_threshold must be >= 0 and target_patch_len >= 1")
@@ -241,7 +243,7 @@ class BLTCache:
     patcher's, encoder's and decoder's keys and values, each row's latent cache, each
     completed patch's decoder keys and the start of each row's open patch."""
 
-    def __init__(self, model: "BLT", batch: int, max_len: int, device, dtype):
+    def __init__(self, model: BLT, batch: int, max_len: int, device, dtype):
         c = model.config
         head = c.local_dim // c.local_heads
         self.max_len = max_len
@@ -347,10 +349,10 @@ class BLT(nn.Module):
     def boundaries(self, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) bytes -> (B, T) patch ids, from the frozen patcher's entropies."""
         with torch.no_grad():
-            entropy = patching.next_byte_entropy(self.patcher(idx))
-            starts = patching.patch_starts(entropy, self.patcher.threshold,
+            entropy = next_byte_entropy(self.patcher(idx))
+            starts = patch_starts(entropy, self.patcher.threshold,
                                            self.config.patch_mode)
-        return patching.patch_ids(starts)
+        return patch_ids(starts)
 
     # ------------------------------------------------------------------ forward
 
@@ -397,11 +399,11 @@ class BLT(nn.Module):
         # decided by the entropies of earlier positions through patch_starts itself (the
         # entry at pos, not computed yet, is never read)
         window = c.entropy[:, max(0, pos - 2):pos + 1]
-        opens = patching.patch_starts(window, self.patcher.threshold,
+        opens = patch_starts(window, self.patcher.threshold,
                                       self.config.patch_mode)[:, -1]
         c.patch_id[:, pos] = (c.patch_id[:, pos - 1] + opens.long()) if pos else 0
         logits = self.patcher(ids[:, None], c.patcher, pos)[:, -1]
-        c.entropy[:, pos] = patching.next_byte_entropy(logits)
+        c.entropy[:, pos] = next_byte_entropy(logits)
         recent = c.bytes[:, max(0, pos - self.config.ngram_max + 1):pos + 1]
         hidden = self.local(self.encoder, self.embed(recent)[:, -1:], pos, c.encoder)
         c.hidden[:, pos] = hidden[:, 0]
@@ -434,6 +436,7 @@ class BLT(nn.Module):
         for name, p in self.named_parameters():
             parts[part_of(name)] += p.numel()
         return parts
+# %% end export
 
 
 # --------------------------------------------------------------------------- the record
@@ -553,13 +556,14 @@ def describe_model(model: BLT) -> list[str]:
     parts = model.parameter_breakdown()
     patcher = parts["patcher (frozen entropy byte-LM)"]
     main = sum(parts.values()) - patcher
-    return [f"patcher sha256 {summary['sha256'][:16]}, theta {summary['threshold']:g} nats "
-            f"({summary['mode']}); a preset's patcher is untrained: a run's first stage "
-            f"makes it",
-            f"patching of the sample text: {patching.format_statistics(summary['sample_text'])}",
-            f"main model {main:,} + patcher {patcher:,} parameters; the BLT-LLM card's "
-            f"blt-55m states 55.4M + 1.7M: it gives no breakdown, and its unstated FFN widths "
-            f"and hash-table size are chosen to match (see the blt module docstring)"]
+    stats = patching.format_statistics(summary["sample_text"])
+    return [(f"patcher sha256 {summary['sha256'][:16]}, theta {summary['threshold']:g} nats "
+             f"({summary['mode']}); a preset's patcher is untrained: a run's first stage "
+             f"makes it"),
+            f"patching of the sample text: {stats}",
+            (f"main model {main:,} + patcher {patcher:,} parameters; the BLT-LLM card's "
+             f"blt-55m states 55.4M + 1.7M: it gives no breakdown, and its unstated FFN widths "
+             f"and hash-table size are chosen to match (see the blt module docstring)")]
 
 
 PRESETS = {
@@ -569,7 +573,7 @@ PRESETS = {
                "encoder_layers": 1, "decoder_layers": 1, "window": 16, "latent_dim": 48,
                "latent_layers": 2, "latent_heads": 2, "latent_ffn": 64, "cross_k": 3,
                "hash_vocab": 64, "patcher_dim": 16, "patcher_layers": 1, "patcher_heads": 2,
-               "patcher_ffn": 32, "patcher_steps": 20, "target_patch_len": 3.0},
+               "patcher_ffn": 32, "patcher_steps": 8, "target_patch_len": 3.0},
         train={"lr": 3e-3, "warmup_steps": 5, "batch_size": 4, "eval_batches": 2}),
     "blt-tiny": Preset(
         "A small BLT for CPU runs: local dim 64 (1 + 2 layers), latent dim 192 (2 layers), "
@@ -599,4 +603,9 @@ FAMILY = Family(
     group_of=parameter_group, depth_of=depth_of, no_weight_decay=no_weight_decay,
     frozen_prefixes=("patcher.",), prepare_training=prepare_training,
     checkpoint_meta=lambda model: {"patcher": patcher_summary(model)},
-    describe_model=describe_model)
+    describe_model=describe_model,
+    export=ExportSpec(sources=("tinylm.models.common", "tinylm.models.llama",
+                               "tinylm.models.blt_patching", "tinylm.models.blt"),
+                      model="BLT", config="BLTConfig",
+                      notes="A BLT: the frozen entropy patcher's weights are part of the "
+                            "weights (patcher.*), theta among them."))

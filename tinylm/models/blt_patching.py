@@ -26,12 +26,12 @@ weights are frozen; or it loads one made with `tinylm train --tokenizer bytes`.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 
-MODES = ("global", "monotonic")
 # A fixed English sample for patch statistics where no data is at hand (`tinylm info`).
 SAMPLE_TEXT = (
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
@@ -40,6 +40,10 @@ SAMPLE_TEXT = (
     "scared, but she knocked on his door and said, \"I am sorry, may I have my ball back?\" "
     "The old man smiled and gave her the ball. They became good friends.")
 HISTOGRAM_EDGES = (1, 2, 3, 4, 5, 7, 9, 13, 17, 33)  # bins [1], [2], ..., [17, 32], [33, inf)
+
+# %% export (copied into the single-file export; see export/single_file.py)
+
+MODES = ("global", "monotonic")
 
 
 # --------------------------------------------------------------------------- entropy -> starts
@@ -70,6 +74,7 @@ def patch_starts(entropy: torch.Tensor, threshold: torch.Tensor | float,
 def patch_ids(starts: torch.Tensor) -> torch.Tensor:
     """(B, T) bool starts -> (B, T) long index of each byte's patch (0, 0, 1, 1, 1, 2, ...)."""
     return starts.long().cumsum(dim=1) - 1
+# %% end export
 
 
 # --------------------------------------------------------------------------- theta, statistics
@@ -80,7 +85,7 @@ def fit_threshold(entropy: torch.Tensor, target_len: float, mode: str) -> float:
     A row of T bytes has 1 forced start plus one per score above theta among its T - 1
     deciding positions, so the wanted share of scores above theta is
     (T / target_len - 1) / (T - 1): theta is that upper quantile of the scores."""
-    rows, length = entropy.shape
+    length = entropy.shape[1]
     scores = start_scores(entropy, mode)[:, :-1].reshape(-1).double()
     share = (length / target_len - 1) / max(1, length - 1)
     share = min(max(share, 0.0), 1.0)
@@ -94,7 +99,7 @@ def patch_lengths(starts: torch.Tensor) -> list[int]:
     lengths = []
     for row in starts.cpu():
         begins = row.nonzero().flatten().tolist() + [row.numel()]
-        lengths += [b - a for a, b in zip(begins, begins[1:])]
+        lengths += [b - a for a, b in itertools.pairwise(begins)]
     return lengths
 
 
@@ -103,7 +108,7 @@ def patch_statistics(starts: torch.Tensor) -> dict:
     lengths = sorted(patch_lengths(starts))
     edges = [*HISTOGRAM_EDGES, math.inf]
     histogram = {}
-    for low, high in zip(edges, edges[1:]):
+    for low, high in itertools.pairwise(edges):
         label = str(low) if high == low + 1 else f"{low}+" if high == math.inf \
             else f"{low}-{high - 1}"
         histogram[label] = sum(low <= n < high for n in lengths)
