@@ -55,6 +55,7 @@ def last(run):
     return run / "checkpoints" / f"step_{STEPS:08d}"
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_bit_for_bit(runs):
     a, b = (load_file(last(run) / "model.safetensors") for run in runs)
     assert a.keys() == b.keys() and any(k.startswith("patcher.") for k in a)
@@ -62,6 +63,7 @@ def test_resume_equals_uninterrupted_bit_for_bit(runs):
         assert torch.equal(a[name], b[name]), f"{name} differs after resume"
 
 
+@pytest.mark.slow
 def test_patcher_is_frozen_stored_and_hashed(runs):
     straight = runs[0]
     first = load_file(straight / "checkpoints" / "step_00000002" / "model.safetensors")
@@ -80,6 +82,7 @@ def test_patcher_is_frozen_stored_and_hashed(runs):
         assert part in out
 
 
+@pytest.mark.slow
 def test_merge_copies_a_shared_patcher_and_refuses_different_ones(runs):
     record = get_family("blt")
     config = record.config_from(json.loads((last(runs[0]) / "meta.json").read_text())
@@ -95,6 +98,7 @@ def test_merge_copies_a_shared_patcher_and_refuses_different_ones(runs):
         merge_state_dicts(a, other, 0.5, **family_layout(record, config))
 
 
+@pytest.mark.slow
 def test_bits_per_byte_through_the_scoring_core(runs):
     from tinylm.eval.lm import LMScorer
     from tinylm.train.checkpoint import load_checkpoint
@@ -110,6 +114,7 @@ def test_bits_per_byte_through_the_scoring_core(runs):
     assert scored == pytest.approx(expected, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_single_file_export_reproduces_the_model(runs, tmp_path):
     from tinylm.export.single_file import export_single_file
 
