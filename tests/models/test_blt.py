@@ -121,3 +121,35 @@ def test_single_file_export_reproduces_the_model(runs, tmp_path):
     # the export checks itself: logits bit for bit through the cache, sampled ids equal
     out = export_single_file(last(runs[0]), tmp_path / "blt_infer.py")
     assert "class BLT(nn.Module)" in out.read_text()
+
+
+def test_patcher_from_a_llama_checkpoint_is_loaded_or_refused(tmp_path):
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from tinylm.models import build_model
+    from tinylm.tokenizers import ByteTokenizer
+    from tinylm.train.checkpoint import save_checkpoint
+    from tinylm.train.config import TrainConfig
+
+    record = get_family("blt")
+    base = {**record.presets["blt-debug"].model, "vocab_size": 257}
+    shape = record.config_from(base).patcher_config()
+
+    def llama_checkpoint(name, config):
+        torch.manual_seed(3)
+        model = build_model("llama", config)
+        return save_checkpoint(tmp_path / name, family="llama", model_config=config,
+                               model_state=model.state_dict(), tokenizer=ByteTokenizer())
+
+    good = llama_checkpoint("good", asdict(shape))
+    tokens = np.random.default_rng(0).integers(0, 256, 4096).astype(np.uint16)
+    blt = record.build({**base, "patcher_checkpoint": str(good)})
+    record.prepare_training(blt, tokens, TrainConfig(), 64, lambda *a: None)
+    saved = load_file(good / "model.safetensors")
+    assert all(torch.equal(blt.patcher.state_dict()[k], v) for k, v in saved.items())
+    wide = llama_checkpoint("wide", {**asdict(shape), "dim": 2 * shape.dim})
+    with pytest.raises(TinyLMError, match="its shape differs from the config's patcher"):
+        record.prepare_training(record.build({**base, "patcher_checkpoint": str(wide)}),
+                                tokens, TrainConfig(), 64, lambda *a: None)
