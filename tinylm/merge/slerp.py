@@ -162,7 +162,8 @@ def family_layout(record, config) -> dict:
     depth of each tensor and its fused splits, all from the family record."""
     return {"group_of": record.group_of,
             "depth_of": lambda names: record.depth_of(names, config),
-            "split_of": record.fused_splits(config) if record.fused_splits else None}
+            "split_of": record.fused_splits(config) if record.fused_splits else None,
+            "frozen": tuple(getattr(record, "frozen_prefixes", ()))}
 
 
 def plan_t(names: Sequence[str], t: TValue = 0.5, group_of: GroupFn | None = None,
@@ -241,6 +242,20 @@ def check_compatible(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
             raise TinyLMError(f"{what}: tensor {name!r} has dtype {x.dtype} vs {y.dtype}")
 
 
+def check_frozen_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
+                       frozen: Sequence[str]) -> set[str]:
+    """The names under the `frozen` prefixes, after checking a and b hold them bit for bit
+    equal (one line naming the first that differs)."""
+    kept = {name for name in a if name.startswith(tuple(frozen))} if frozen else set()
+    for name in sorted(kept):
+        if not torch.equal(a[name], b[name]):
+            prefix = next(p for p in frozen if name.startswith(p))
+            raise TinyLMError(f"cannot merge: the frozen part {prefix!r} differs between the "
+                              f"two models (first at {name!r}); models to merge must share it "
+                              f"exactly")
+    return kept
+
+
 def merge_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor],
                       t: TValue = 0.5, method: str = "slerp", group_of: GroupFn | None = None,
                       t_by_group: Mapping[str, TValue] | None = None,
@@ -248,22 +263,29 @@ def merge_state_dicts(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tenso
                       split_of: Callable[[str], Sequence[int] | None] | None = None,
                       depth_of: DepthFn | None = None,
                       dot_threshold: float = DOT_THRESHOLD, eps: float = 1e-8,
-                      return_stats: bool = False):
+                      return_stats: bool = False, frozen: Sequence[str] = ()):
     """Merge two state dicts tensor by tensor; t = 0 gives `a`, t = 1 gives `b`.
 
     `method` is "slerp" or "lerp". t per tensor comes from `plan_t` (scalar, per-group and
     depth-gradient settings). `split_of(name)` may return row sizes that split a fused tensor
     into parts merged separately; `family_layout(record, config)` gives group_of, depth_of and
     split_of for a family. Integer and bool tensors are copied from `a`. Returns a new dict,
-    and a `MergeStats` too when `return_stats` is set.
+    and a `MergeStats` too when `return_stats` is set. Tensors whose names start with a
+    `frozen` prefix (the family record's `frozen_prefixes`: parts that are never trained, such
+    as BLT's entropy patcher) must be equal in a and b, and are copied unchanged.
     """
     if method not in METHODS:
         raise TinyLMError(f"unknown merge method {method!r}; known: {', '.join(sorted(METHODS))}")
     check_compatible(a, b)
+    kept = check_frozen_equal(a, b, frozen)
     merge_fn, stats = METHODS[method], MergeStats()
-    plan = plan_t(list(a), t, group_of, t_by_group, depth_gradient, depth_of)
+    plan = plan_t([n for n in a if n not in kept], t, group_of, t_by_group, depth_gradient,
+                  depth_of)
     out: dict[str, torch.Tensor] = {}
     for name, x in a.items():
+        if name in kept:
+            out[name] = x.clone()
+            continue
         y = b[name]
         if not x.is_floating_point():
             out[name] = x.clone()

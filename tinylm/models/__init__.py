@@ -24,6 +24,7 @@ from tinylm.models.family import Family, Preset
 
 BUILTIN_FAMILIES = ("tinylm.models.llama", "tinylm.models.looped", "tinylm.models.bitnet",
                     "tinylm.models.qkvae")
+BUILTIN_FAMILIES += ("tinylm.models.blt",)  # Byte Latent Transformer (issue 11)
 PLUGINS_ENV = "TINYLM_PLUGINS"
 
 _FAMILIES: dict[str, Family] = {}

@@ -191,6 +191,21 @@ class Family:
     hf: HFAdapter | None = None
     """The Hugging Face mapping (`export hf`, `import hf`, `export gguf`), or None: those
     commands refuse the family with one line."""
+    frozen_prefixes: tuple[str, ...] = ()
+    """State-dict prefixes of tensors that are not trained and must be identical in every
+    model of a lineage (BLT: its frozen entropy patcher, `patcher.`): a merge refuses two
+    parents that differ there, with one line, and copies them unchanged when equal."""
+    prepare_training: Callable[..., None] | None = None
+    """(model, train_tokens, train_config, seq_len, log) -> None: a first stage run once when
+    a fresh run starts, before the optimizer is built (BLT: train or load, then freeze, its
+    patcher and fit theta). What it makes must live in the model's state dict, which is how
+    a resumed run gets it back (it is not run again on resume). None: no first stage."""
+    checkpoint_meta: Callable[[Any], dict] | None = None
+    """model -> a small JSON-able dict stored in every training checkpoint's meta.json (BLT:
+    its patcher's content hash, theta and patch statistics). None: nothing to add."""
+    describe_model: Callable[[Any], list[str]] | None = None
+    """model -> extra lines for `tinylm info`, read from the weights (BLT: the patcher's hash
+    and patch statistics), or None."""
 
     def build(self, config_dict: Mapping[str, Any], where: str | None = None):
         """The model for a plain config dict, unknown keys refused with one line."""

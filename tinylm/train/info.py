@@ -49,6 +49,7 @@ def describe(target: str) -> str:
     head = (f"family {model.family}, tokenizer {tok_kind}, vocab {model.config.vocab_size}"
             if record.language_model else f"family {model.family} (not a language model)")
     lines = [title, head, *(record.describe_extra(model.config) if record.describe_extra else []),
+             *(record.describe_model(model) if record.describe_model else []),
              "", f"{'part':44s} {'params':>12s} {'share':>7s}"]
     for name, count in parts.items():
         lines.append(f"{name:44s} {count:12,d} {100 * count / total:6.2f}%")

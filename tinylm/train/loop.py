@@ -252,6 +252,7 @@ def setup_training(spec: RunSpec, config: TrainConfig, tokenizer, out_dir: Path,
         raise TinyLMError(f"seq_len {seq_len} exceeds the model's context {model.config.context_len}")
     train_tokens, val_tokens = _token_caches(spec, config, tokenizer, rank == 0)
     model.to(device)
+    _first_stage(spec, model, train_tokens, config, seq_len, out_dir, resume, rank == 0)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay,
                                 (config.beta1, config.beta2), config.eps, device.type)
     bf16 = use_bf16(config, device)
@@ -341,6 +342,17 @@ def _text_token_caches(spec: RunSpec, config: TrainConfig, tokenizer, is_main: b
     names, weights = [n for n, _ in sources], np.array([w for _, w in sources])
     return (MixedTokens(names, packed["train"], weights),
             MixedTokens(names, packed["val"], weights))
+
+
+def _first_stage(spec, model, train_tokens, config, seq_len, out_dir, resume, is_main) -> None:
+    """The family's first stage (`Family.prepare_training`: BLT trains its patcher), run on a
+    fresh start only: a resumed run gets its result back from the checkpoint's weights."""
+    from tinylm.models import get_family
+
+    prepare = get_family(spec.family).prepare_training
+    if prepare is None or (resume and list_checkpoints(out_dir / "checkpoints")):
+        return
+    prepare(model, train_tokens, config, seq_len, print if is_main else (lambda *a, **k: None))
 
 
 def _restore(state: TrainState, resume: bool) -> None:
@@ -453,6 +465,14 @@ def validate(state: TrainState, loss: float, say) -> None:
     say(f"step {state.step}: train loss {loss:.4f}  val loss {state.val_loss:.4f}")
 
 
+def _family_meta(model) -> dict:
+    """What the family record adds to a checkpoint's meta.json (`Family.checkpoint_meta`)."""
+    from tinylm.models import get_family
+
+    extra = get_family(model.family).checkpoint_meta
+    return extra(model) if extra is not None else {}
+
+
 def checkpoint(state: TrainState, loss: float) -> None:
     """Rank 0 saves (atomically) and prunes; every rank waits for it."""
     from tinylm.train import distributed
@@ -469,7 +489,8 @@ def checkpoint(state: TrainState, loss: float) -> None:
             extra_meta={"step": state.step, "tokens_seen": state.tokens_seen,
                         "metrics": {"train_loss": loss, "val_loss": state.val_loss},
                         "train_config": asdict(state.config), "data": state.spec.data,
-                        "preset": state.spec.preset, **(state.spec.notes or {})})
+                        "preset": state.spec.preset, **(state.spec.notes or {}),
+                        **_family_meta(state.model)})
         prune_checkpoints(ckpt_dir, state.config.keep_last, state.config.keep_every)
         if state.on_checkpoint:
             state.on_checkpoint(state.last_ckpt)
