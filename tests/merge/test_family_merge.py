@@ -91,3 +91,25 @@ def test_uniform_soup_is_the_mean(tmp_path):
     for name, tensor in soup.model_state.items():
         torch.testing.assert_close(tensor, sum(sd[name] for sd in states) / 3)
     assert soup.meta["soup"]["members"] == [str(p) for p in paths]
+
+
+def test_soups_copy_a_frozen_part_and_refuse_one_that_differs():
+    """A BLT's patcher is never trained: a soup must give it back bit for bit (an average of
+    three equal float tensors need not), and refuse models whose patchers differ."""
+    from tinylm.errors import TinyLMError
+    from tinylm.merge.soup import greedy_soup, uniform_soup
+
+    frozen = get_family("blt").frozen_prefixes
+    assert frozen == ("patcher.",)
+    torch.manual_seed(0)
+    patcher = torch.randn(64, 7) * 0.1 + 1e-3  # values whose /3 of a sum of 3 is inexact
+    states = [{"patcher.w": patcher.clone(), "w": torch.randn(4)} for _ in range(3)]
+    soup = uniform_soup(states, frozen)
+    assert torch.equal(soup["patcher.w"], patcher)
+    assert torch.allclose(soup["w"], sum(s["w"] for s in states) / 3)
+    soup, kept = greedy_soup({str(i): s for i, s in enumerate(states)},
+                             lambda sd: -float(sd["w"].abs().sum()), frozen=frozen)
+    assert torch.equal(soup["patcher.w"], patcher) and kept
+    states[2]["patcher.w"][0, 0] += 1e-3
+    with pytest.raises(TinyLMError, match="frozen part"):
+        uniform_soup(states, frozen)

@@ -106,13 +106,16 @@ def soup_checkpoints(paths: list[Path], kind: str, out: Path, args) -> Path:
     loaded = _load_alike(paths)
     states = {str(path): ckpt.model_state for path, ckpt in zip(paths, loaded)}
     first = loaded[0]
+    from tinylm.models import get_family
+
+    frozen = get_family(first.meta["family"]).frozen_prefixes
     if kind == "uniform":
-        state, kept = uniform_soup(list(states.values())), list(states)
+        state, kept = uniform_soup(list(states.values()), frozen), list(states)
     else:
         from tinylm.eval.cli import scoring_from_args
 
         state, kept = greedy_soup(states, _composite_of(
-            first, scoring_from_args(args, "selection"), args.data_dir))
+            first, scoring_from_args(args, "selection"), args.data_dir), frozen=frozen)
     meta = {"step": None, "tokens_seen": None, "soup": {"kind": kind, "members": kept,
                                                         "candidates": list(states)}}
     save_checkpoint(out, family=first.meta["family"], model_config=first.meta["model_config"],

@@ -8,6 +8,11 @@ to each tensor's dtype; integer and bool tensors are taken from the first model.
 
 We keep a float32 *sum* of the kept models rather than updating an average in place, so a soup
 of n models is exactly their uniform average, however many trials came before.
+
+Tensors under a `frozen` prefix (the family record's `frozen_prefixes`: parts that are never
+trained, such as a BLT's entropy patcher) are not averaged: every model must hold them bit for
+bit (else the soup is refused, as a SLERP merge is), and the soup copies them, since a float
+average of n equal tensors can come out an ulp away from them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 
 from tinylm.errors import TinyLMError
-from tinylm.merge.slerp import check_compatible
+from tinylm.merge.slerp import check_compatible, check_frozen_equal
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -33,28 +38,39 @@ def _add_(acc: dict[str, torch.Tensor], sd: StateDict) -> None:
             acc[k].add_(v.to(acc[k].dtype))
 
 
-def _average(acc: Mapping[str, torch.Tensor], n: int, like: StateDict) -> dict[str, torch.Tensor]:
-    return {k: (v / n).to(like[k].dtype) if like[k].is_floating_point() else v.clone()
+def _average(acc: Mapping[str, torch.Tensor], n: int, like: StateDict,
+             frozen: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    frozen = tuple(frozen)
+    return {k: like[k].clone() if frozen and k.startswith(frozen)
+            else (v / n).to(like[k].dtype) if like[k].is_floating_point() else v.clone()
             for k, v in acc.items()}
 
 
-def uniform_soup(state_dicts: Sequence[StateDict]) -> dict[str, torch.Tensor]:
-    """The element-wise mean of several same-shaped state dicts."""
+def _check_alike(first: StateDict, others: Iterable[tuple[str, StateDict]], first_name: str,
+                 frozen: Sequence[str]) -> None:
+    for name, sd in others:
+        check_compatible(first, sd, what=f"{first_name} and {name}")
+        check_frozen_equal(first, sd, frozen)
+
+
+def uniform_soup(state_dicts: Sequence[StateDict], frozen: Sequence[str] = ()
+                 ) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several same-shaped state dicts (`frozen` parts copied)."""
     state_dicts = list(state_dicts)
     if not state_dicts:
         raise TinyLMError("uniform_soup needs at least one state dict")
     first = state_dicts[0]
-    for i, sd in enumerate(state_dicts[1:], start=1):
-        check_compatible(first, sd, what=f"state dicts 0 and {i}")
+    _check_alike(first, ((f"state dict {i}", sd) for i, sd in enumerate(state_dicts[1:], 1)),
+                 "state dict 0", frozen)
     acc = _accumulator(first)
     for sd in state_dicts[1:]:
         _add_(acc, sd)
-    return _average(acc, len(state_dicts), first)
+    return _average(acc, len(state_dicts), first, frozen)
 
 
 def greedy_soup(candidates: Mapping[str, StateDict] | Iterable[tuple[str, StateDict]],
                 score_fn: Callable[[StateDict], float], higher_is_better: bool = False,
-                ) -> tuple[dict[str, torch.Tensor], list[str]]:
+                frozen: Sequence[str] = ()) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Greedy soup of named candidates; returns (soup, names kept, in the order added).
 
     `score_fn(state_dict)` is the held-out metric; lower is better by default (a loss), set
@@ -67,9 +83,8 @@ def greedy_soup(candidates: Mapping[str, StateDict] | Iterable[tuple[str, StateD
     names = [name for name, _ in items]
     if len(set(names)) != len(names):
         raise TinyLMError(f"greedy_soup: candidate names repeat: {names}")
-    first = items[0][1]
-    for name, sd in items[1:]:
-        check_compatible(first, sd, what=f"candidates {names[0]!r} and {name!r}")
+    _check_alike(items[0][1], ((f"candidate {name!r}", sd) for name, sd in items[1:]),
+                 f"candidate {names[0]!r}", frozen)
 
     sign = 1.0 if higher_is_better else -1.0
     scores = {name: float(score_fn(sd)) for name, sd in items}
@@ -79,8 +94,8 @@ def greedy_soup(candidates: Mapping[str, StateDict] | Iterable[tuple[str, StateD
     for name, sd in ranked[1:]:
         trial_acc = {k: v.clone() for k, v in acc.items()}
         _add_(trial_acc, sd)
-        score = float(score_fn(_average(trial_acc, len(kept) + 1, best_sd)))
+        score = float(score_fn(_average(trial_acc, len(kept) + 1, best_sd, frozen)))
         if sign * score > sign * best:
             acc, best = trial_acc, score
             kept.append(name)
-    return _average(acc, len(kept), best_sd), kept
+    return _average(acc, len(kept), best_sd, frozen), kept

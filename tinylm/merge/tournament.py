@@ -433,9 +433,14 @@ class Tournament:
         from tinylm.merge.soup import greedy_soup, uniform_soup
         from tinylm.train.checkpoint import list_checkpoints, load_checkpoint
 
+        from tinylm.models import get_family
+
         pool = [e for e in self.pool(0) if e.generation == CHECKPOINT]
-        states = {e.name: load_checkpoint(e.path).model_state for e in pool}
-        self._baseline("soup_uniform", lambda: uniform_soup(list(states.values())),
+        loaded = {e.name: load_checkpoint(e.path) for e in pool}
+        states = {name: ckpt.model_state for name, ckpt in loaded.items()}
+        # Frozen parts (a BLT's patcher) are copied, never averaged: see merge/soup.py.
+        frozen = get_family(next(iter(loaded.values())).meta["family"]).frozen_prefixes
+        self._baseline("soup_uniform", lambda: uniform_soup(list(states.values()), frozen),
                        {"kind": "uniform soup", "members": list(states)})
         if "soup_greedy" not in self.entries:
             known = {id(states[e.name]): e.composite for e in pool}  # scored already
@@ -446,12 +451,13 @@ class Tournament:
                     return known[id(sd)]
                 return self._score_state(f"greedy_trial_{next(trials)}", sd, {"kind": "trial"})
 
-            state, kept = greedy_soup([(e.name, states[e.name]) for e in pool], score)
+            state, kept = greedy_soup([(e.name, states[e.name]) for e in pool], score,
+                                      frozen=frozen)
             self._baseline("soup_greedy", lambda: state,
                            {"kind": "greedy soup", "members": kept})
         last = list_checkpoints(self.checkpoints_dir)[-self.config.lawa_k:]
         self._baseline(f"lawa_{len(last)}", lambda: uniform_soup(
-            [load_checkpoint(p).model_state for p in last]),
+            [load_checkpoint(p).model_state for p in last], frozen),
             {"kind": "LAWA", "members": [p.name for p in last]})
         newest = load_checkpoint(last[-1], with_train_state=True)
         ema = {k[4:]: v for k, v in (newest.train_state or {}).items() if k.startswith("ema.")}
