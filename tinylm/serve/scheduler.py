@@ -11,7 +11,9 @@ moves into its slot, so the batch stays packed and a waiting request takes the s
 This is the scheduling of Orca (Yu et al., OSDI 2022) and vLLM's continuous batching, without
 paging: a tiny model's cache for every slot fits in memory whole. Block-sparse attention
 (Blink-1's) takes one position per pass, so for such a model the rows are stepped in groups
-of equal position: one pass per distinct length in the batch, still exact.
+of equal position: one pass per distinct length in the batch, still exact. A model whose cache
+is not a KVCache (a BLT's: patcher, local and latent caches advancing at different rates)
+gives each row a cache of its own and steps the rows one by one: served, exact, unbatched.
 
 Each row samples with its own generator and the same `sample_next` as `tinylm generate`, so a
 request's text does not depend on what else is in the batch (to float rounding of the batched
@@ -102,6 +104,7 @@ class _Row:
     sent: int = 0  # chars of `text` already streamed
     decoder: object = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(
         errors="replace"))
+    cache: object = None  # the row's own cache, for models without a shared KVCache
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
@@ -144,6 +147,8 @@ class Scheduler:
         # position per pass, so rows are stepped in groups of equal position instead.
         self.per_row_positions = all(getattr(m, "attention_fn", None) is None
                                      for m in model.modules())
+        # Rows share one KVCache (slots) when the model's cache is one; else each row owns its.
+        self.shared_cache = isinstance(model.new_cache(1, 1), KVCache)
         self._waiting: deque[Job] = deque()
         self._rows: list[_Row] = []
         self._wake = threading.Condition()
@@ -177,7 +182,8 @@ class Scheduler:
     def _run(self) -> None:
         device = next(self.model.parameters()).device
         with torch.inference_mode(), decode_threads(self.model, self.max_batch):
-            self._cache = self.model.new_cache(self.max_batch, self.context)
+            if self.shared_cache:
+                self._cache = self.model.new_cache(self.max_batch, self.context)
             while True:
                 joining = self._next_joining()
                 if joining is None:
@@ -217,15 +223,17 @@ class Scheduler:
         if job.cancelled:
             return
         length = len(choice.prompt)
-        one = self.model.new_cache(1, length)
+        one = self.model.new_cache(1, length if self.shared_cache else self.context)
         ids = torch.tensor([choice.prompt], device=device)
         logits = self.model(ids, one, 0)[0, -1]
-        slot = len(self._rows)
-        self._cache.k[:, slot, :, :length] = one.k[:, 0]
-        self._cache.v[:, slot, :, :length] = one.v[:, 0]
+        if self.shared_cache:
+            slot = len(self._rows)
+            self._cache.k[:, slot, :, :length] = one.k[:, 0]
+            self._cache.v[:, slot, :, :length] = one.v[:, 0]
         generator = torch.Generator(device=device)
         generator.manual_seed(choice.seed)
-        self._rows.append(_Row(job, choice, generator, length, logits))
+        self._rows.append(_Row(job, choice, generator, length, logits,
+                               cache=None if self.shared_cache else one))
 
     def _step(self, device) -> None:
         """Sample every row's next token, retire finished rows, run one pass over the rest."""
@@ -243,7 +251,9 @@ class Scheduler:
         if not self._rows:
             return
         tokens = torch.tensor([r.last for r in self._rows], device=device)
-        if self.per_row_positions:
+        if not self.shared_cache:
+            logits = self._step_own_caches(tokens)
+        elif self.per_row_positions:
             pos = torch.tensor([r.pos for r in self._rows], device=device)
             view = _RowsView(self._cache, len(self._rows))
             logits = self.model(tokens[:, None], view, pos)[:, -1]  # ONE pass: (rows, vocab)
@@ -272,6 +282,14 @@ class Scheduler:
             logits[index] = out
             self._count_pass(len(slots))
         return logits
+
+    def _step_own_caches(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One pass per row, each on its own cache (models without a shared KVCache)."""
+        outs = []
+        for i, row in enumerate(self._rows):
+            outs.append(self.model(tokens[i:i + 1, None], row.cache, row.pos)[0, -1])
+            self._count_pass(1)
+        return torch.stack(outs)
 
     def _count_pass(self, rows: int) -> None:
         self.steps += 1
@@ -306,9 +324,11 @@ class Scheduler:
     def _retire(self, row: _Row) -> None:
         """Free the row's slot: the last row moves into it (its keys and values with it)."""
         slot, last = self._rows.index(row), len(self._rows) - 1
-        if slot != last:
+        if slot != last and self.shared_cache:
             moved = self._rows[last]
             self._cache.k[:, slot, :, :moved.pos] = self._cache.k[:, last, :, :moved.pos]
             self._cache.v[:, slot, :, :moved.pos] = self._cache.v[:, last, :, :moved.pos]
             self._rows[slot] = moved
-        self._rows.pop()
+            self._rows.pop()
+        else:
+            self._rows.pop(slot)
