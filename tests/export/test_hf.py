@@ -142,6 +142,26 @@ def test_unigram_tokenizer_converts_with_the_same_ids(data_dir):
         ours.eos_id
 
 
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
+def test_chatml_markers_keep_their_ids_in_autotokenizer(kind, data_dir, tmp_path):
+    """An SFT'd tokenizer's appended markers are one id each in tinylm; AutoTokenizer must
+    give the same ids on ChatML text (and still keep a literal EOS string as text)."""
+    from transformers import AutoTokenizer
+
+    from tinylm.infer.chatml import MARKERS, render
+
+    cls = BPETokenizer if kind == "bpe" else UnigramTokenizer
+    ours = cls.train([story(data_dir, 100_000)], 300).with_specials(MARKERS)
+    for name, text in tokenizer_files(ours, 64).items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    theirs = AutoTokenizer.from_pretrained(tmp_path, local_files_only=True)
+    chat = render([{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": "Où est Tom? <|endoftext|> stays text"}])
+    for text in [chat, "a<|im_end|>b", *TEXTS]:
+        assert theirs(text).input_ids == ours.encode(text), text
+    assert ours.encode("<|im_end|>") == [theirs.convert_tokens_to_ids("<|im_end|>")]
+
+
 def test_model_card_and_config(exported):
     ckpt, folder = exported
     card = (folder / "README.md").read_text(encoding="utf-8")

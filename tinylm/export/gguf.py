@@ -93,7 +93,11 @@ def tokenizer_metadata(tokenizer) -> dict:
     merges = [m if isinstance(m, str) else " ".join(m) for m in data["model"].get("merges", [])]
     if not merges:  # the bytes tokenizer: see NO_MERGES
         merges = [NO_MERGES]
-    types = [3 if i == tokenizer.eos_id else 1 for i in range(len(tokens))]  # CONTROL, NORMAL
+    # CONTROL for EOS, USER_DEFINED for the appended ChatML markers (llama.cpp matches those
+    # in text as whole tokens, as tinylm does), NORMAL for the rest.
+    appended = {tok.token_to_id(t) for t in tokenizer.specials}
+    types = [3 if i == tokenizer.eos_id else 4 if i in appended else 1
+             for i in range(len(tokens))]
     return {"tokens": tokens, "types": types, "merges": merges, "eos_id": tokenizer.eos_id,
             "eos": eos}
 

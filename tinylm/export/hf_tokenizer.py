@@ -32,12 +32,30 @@ def hf_tokenizer(tokenizer: Tokenizer):
     from tokenizers import Tokenizer as HFTokenizer
 
     if isinstance(tokenizer, BPETokenizer):
-        return HFTokenizer.from_str(tokenizer.to_dict()["hf_json"]), EOS_TOKEN, None
-    if isinstance(tokenizer, ByteTokenizer):
-        return _bytes_as_bpe(), EOS_TOKEN, None
-    if isinstance(tokenizer, UnigramTokenizer):
-        return _unigram(tokenizer)
-    raise TinyLMError(f"no Hugging Face tokenizer for the {tokenizer.kind!r} kind")
+        tok, eos, unk = HFTokenizer.from_str(tokenizer.to_dict()["hf_json"]), EOS_TOKEN, None
+    elif isinstance(tokenizer, ByteTokenizer):
+        tok, eos, unk = _bytes_as_bpe(), EOS_TOKEN, None
+    elif isinstance(tokenizer, UnigramTokenizer):
+        tok, eos, unk = _unigram(tokenizer)
+    else:
+        raise TinyLMError(f"no Hugging Face tokenizer for the {tokenizer.kind!r} kind")
+    _add_appended(tok, tokenizer.specials)
+    return tok, eos, unk
+
+
+def _add_appended(tok, specials) -> None:
+    """tinylm's appended one-id tokens (the ChatML markers of `tinylm sft`) as added tokens
+    with the same ids. They are added as *non-special* tokens: transformers then matches them
+    in text even with `split_special_tokens` (which keeps a literal EOS string as text, as
+    tinylm does), and tinylm matches its markers in text too."""
+    from tokenizers import AddedToken
+
+    for token in specials:
+        want = tok.get_vocab_size(with_added_tokens=True)
+        tok.add_tokens([AddedToken(token, normalized=False, special=False)])
+        if tok.token_to_id(token) != want:
+            raise TinyLMError(f"the appended token {token!r} would not keep its id {want} in "
+                              f"the Hugging Face tokenizer; not exported")
 
 
 def _bytes_as_bpe():
