@@ -24,7 +24,7 @@ def test_gate(stories, monkeypatch):
 
     dataset = open_dataset(stories)
     write_check(dataset, "contamination", {"hits": 2, "by_benchmark": {"arc-easy": 2}})
-    with pytest.raises(TinyLMError, match="2 row.*overlap benchmark test data.*arc-easy 2"):
+    with pytest.raises(TinyLMError, match="2 row.*overlap benchmark test data.*arc-easy: 2 rows"):
         check_training_data(str(stories))
     check_training_data(str(stories), allow_contaminated=True, log=notes.append)
     assert notes[-1].startswith("warning:")

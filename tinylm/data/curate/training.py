@@ -83,10 +83,24 @@ def check_contamination(folder: str, data_dir, allow: bool, log) -> None:
     hits = int(found.get("hits", 0))
     if hits == 0:
         return
-    where = ", ".join(f"{k} {v}" for k, v in (found.get("by_benchmark") or {}).items())
+    where = ", ".join(_hits_of(name, value) for name, value in
+                      (found.get("by_benchmark") or {}).items() if _rows_of(value))
     message = (f"{folder}: {hits} row(s) overlap benchmark test data (13-gram)"
                + (f": {where}" if where else ""))
     if not allow:
         raise TinyLMError(f"{message}; remove them with `tinylm data decontaminate` or pass "
                           f"--allow-contaminated")
     log(f"warning: {message}; training anyway (--allow-contaminated)")
+
+
+def _rows_of(value) -> int:
+    return int(value.get("rows", 0)) if isinstance(value, dict) else int(value or 0)
+
+
+def _hits_of(benchmark: str, value) -> str:
+    """'wikitext-2: 1 row (e.g. tinystories/x.jsonl:2)': the benchmark, its count, one row."""
+    rows = _rows_of(value)
+    examples = value.get("examples") if isinstance(value, dict) else None
+    first = examples[0].get("row") if examples and isinstance(examples[0], dict) else None
+    return f"{benchmark}: {rows} row{'s' if rows != 1 else ''}" + (f" (e.g. {first})"
+                                                                  if first else "")
