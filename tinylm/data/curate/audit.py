@@ -21,18 +21,16 @@ to the manifest hash, so any change to the data voids them.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from tinylm.data.curate import parallel
 from tinylm.data.curate.contamination import (
     BENCHMARKS,
-    ContaminationConfig,
     benchmark_index,
 )
 from tinylm.data.curate.dataset import Dataset, iter_part, write_check
 from tinylm.data.curate.dedup import (
-    DedupConfig,
     DedupScan,
     Reference,
     build_reference_index,
@@ -41,41 +39,13 @@ from tinylm.data.curate.dedup import (
     row_keys,
 )
 from tinylm.data.curate.mismatch import (
-    ProfileConfig,
     SourceProfiles,
     merge_sums,
     profile_sums,
 )
 from tinylm.data.curate.pii import is_secret, scan_text
+from tinylm.data.curate.settings import AuditConfig, AuditThresholds
 from tinylm.io import write_text_atomic
-
-
-@dataclass(frozen=True)
-class AuditThresholds:
-    """What fails an audit (a figure above its maximum). Rates are fractions of all rows."""
-    max_exact_duplicate_rate: float = 0.01
-    max_near_duplicate_rate: float = 0.02
-    max_contaminated_rows: int = 0
-    max_secret_rows: int = 0
-    max_private_rows: int = 0
-    max_clone_rows: int = 0
-    max_relabelled_rows: int = 0
-    max_pii_row_rate: float = 0.05
-    """Rows with an email or phone number: web text has some (C4 sample: 4%)."""
-    max_profile_mismatch_rate: float = 1.0
-    """Statistical evidence only (see mismatch.py), so it fails nothing by default."""
-
-
-@dataclass(frozen=True)
-class AuditConfig:
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    contamination: ContaminationConfig = field(default_factory=ContaminationConfig)
-    profile: ProfileConfig = field(default_factory=ProfileConfig)
-    thresholds: AuditThresholds = field(default_factory=AuditThresholds)
-    examples: int = 5
-    max_listed: int = 100_000
-    """Flagged row ids listed per finding kind in audit.json (the counts are always exact)."""
-
 
 # ---------------------------------------------------------------------------- the workers
 

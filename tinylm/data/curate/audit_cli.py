@@ -13,10 +13,8 @@ from tinylm.errors import TinyLMError
 
 
 def register(dsub) -> None:
-    from tinylm.data.curate.audit import AuditThresholds
-    from tinylm.data.curate.contamination import ContaminationConfig
-    from tinylm.data.curate.dedup import DedupConfig
-    from tinylm.data.curate.mismatch import ProfileConfig
+    from tinylm.data.curate.settings import (AuditThresholds, ContaminationConfig, DedupConfig,
+                                             ProfileConfig)
 
     p = dsub.add_parser("dedup", help="exact and near-duplicate rows, clones of other "
                                       "corpora; writes the deduplicated dataset")

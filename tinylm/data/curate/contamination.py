@@ -25,12 +25,12 @@ The index holds stable 64-bit hashes of the n-grams (about 0.4 M, 5 MB), cached 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tinylm.data.curate.dataset import Dataset, DatasetWriter, write_check
+from tinylm.data.curate.settings import ContaminationConfig
 from tinylm.data.curate.textnorm import (
     _python_ngram_hash,
     lm_eval_words,
@@ -46,19 +46,9 @@ from tinylm.io import (
     write_text_atomic,
 )
 
-NGRAM = 13
 BENCHMARKS = ("wikitext-2", "arc-easy", "blimp")
 ARC_SPLITS = ("test", "validation")
 INDEX_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ContaminationConfig:
-    ngram: int = NGRAM
-    """n of the word n-grams (lm-eval's decontamination uses 13)."""
-    min_short_words: int = 4
-    """Benchmark items shorter than `ngram` words are matched as whole sentences when they
-    have at least this many words."""
 
 
 # ------------------------------------------------------------------------ benchmark index

@@ -32,6 +32,7 @@ import numpy as np
 
 from tinylm.data.curate.dataset import Dataset, DatasetWriter, open_dataset, write_check
 from tinylm.data.curate.parallel import map_parts
+from tinylm.data.curate.settings import DedupConfig
 from tinylm.data.curate.textnorm import (
     _python_ngram_hash,
     dedup_key,
@@ -39,29 +40,6 @@ from tinylm.data.curate.textnorm import (
     ngram_hashes,
 )
 from tinylm.errors import TinyLMError
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    threshold: float = 0.7
-    """Estimated Jaccard similarity of the shingle sets at or above which rows are near
-    duplicates (text-dedup's default and about datatrove's 14x8-band curve)."""
-    num_perm: int = 128
-    """MinHash permutations (signature length)."""
-    shingle_words: int = 5
-    """Words per shingle."""
-    seed: int = 1
-    recall_weight: float = 0.9
-    """How datasketch weighs false negatives against false positives when it picks bands."""
-    examples: int = 5
-    """Clusters listed with examples in the report."""
-
-    def __post_init__(self):
-        if not 0.0 < self.threshold <= 1.0:
-            raise TinyLMError(f"--threshold must be in (0, 1], not {self.threshold}")
-        if self.num_perm < 16 or self.shingle_words < 1:
-            raise TinyLMError("--num-perm must be at least 16 and --shingle-words at least 1")
-
 
 # ------------------------------------------------------------------------------ signatures
 

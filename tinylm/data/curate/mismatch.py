@@ -24,21 +24,13 @@ reviewer; only (1) fails an audit by default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from tinylm.data.curate.settings import ProfileConfig
 
 N_FEATURES = 2 ** 16
 PROFILE_CHARS = 4000
 _GOLDEN = np.uint32(2654435761)  # Knuth's multiplicative hash constant
-
-
-@dataclass(frozen=True)
-class ProfileConfig:
-    margin: float = 0.05
-    """How much closer (cosine) another source's profile must be to flag a row."""
-    min_rows: int = 20
-    """A source with fewer rows has no profile (too few to say what it looks like)."""
 
 
 def char_profile(text: str) -> tuple[np.ndarray, np.ndarray]:

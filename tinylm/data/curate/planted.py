@@ -36,8 +36,8 @@ import string
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tinylm.data.curate.contamination import NGRAM, ContaminationConfig
 from tinylm.data.curate.dataset import DatasetWriter, make_row
+from tinylm.data.curate.settings import NGRAM, ContaminationConfig
 from tinylm.data.curate.textnorm import dedup_text, lm_eval_words, shingles
 
 CLONE_CORPUS = "wikitext-2"
