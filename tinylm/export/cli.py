@@ -58,6 +58,8 @@ def cmd_export_c(args) -> None:
     print(f"wrote {out}/: run.c, model.bin ({written['model.bin']:,} bytes), tokenizer.bin"
           f"{extra}. Try:\n  cd {out} && cc -O2 -std=c99 -o run run.c -lm && "
           f"./run model.bin tokenizer.bin --prompt \"Once upon a time\" -n 100")
+
+
 def cmd_export_hf(args) -> None:
     from tinylm.export.hf import check_hf_output, export_hf, push_to_hub
 
